@@ -1,0 +1,271 @@
+//! The `larder` command line: argument parsing and wiring, nothing more.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, StoreKind};
+use crate::definitions;
+use crate::model::{EventTime, Value};
+use crate::online::{OnlineStore, RedisStore, SqliteStore, ViewRow};
+use crate::registry::RegistrySnapshot;
+use crate::serving::{self, FeatureServer};
+
+#[derive(Parser)]
+#[command(
+    name = "larder",
+    version,
+    about = "A feature store for Kubernetes and Kubeflow that speaks Feast's data plane"
+)]
+struct Cli {
+    /// Configuration file (YAML). `LARDER__SECTION__KEY` variables override it.
+    #[arg(long, short = 'c', global = true, env = "LARDER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve online features over gRPC and HTTP.
+    Serve {
+        /// Definitions: a manifest file or a folder (overrides serve.definitions).
+        #[arg(long, short = 'd')]
+        definitions: Option<PathBuf>,
+        /// Address for gRPC and HTTP (overrides serve.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Check definitions without serving them.
+    Validate {
+        /// A manifest file or a folder of them.
+        definitions: PathBuf,
+    },
+    /// Create a demo with driver features and serve it, on the embedded
+    /// store unless --redis is given.
+    Quickstart {
+        /// Use this Redis instead of the embedded store.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Where the demo's definitions and data go.
+        #[arg(long, default_value = ".larder/quickstart")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:6566")]
+        listen: SocketAddr,
+    },
+}
+
+/// Runs the command line; the exit code says whether it worked.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            definitions,
+            listen,
+        } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(d) = definitions {
+                config.serve.definitions = d;
+            }
+            if let Some(l) = listen {
+                config.serve.listen = l;
+            }
+            serve(config).await
+        }
+        Command::Validate { definitions } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let snapshot = load_snapshot(&definitions, &config)?;
+            let (views, services): (usize, usize) =
+                snapshot.namespaces().fold((0, 0), |(v, s), ns| {
+                    (v + ns.views.len(), s + ns.services.len())
+                });
+            println!(
+                "{}: valid ({} namespaces, {views} feature views, {services} feature services)",
+                definitions.display(),
+                snapshot.namespaces().count()
+            );
+            Ok(())
+        }
+        Command::Quickstart { redis, dir, listen } => quickstart(redis, dir, listen).await,
+    }
+}
+
+/// Reads definitions into a snapshot.
+pub fn load_snapshot(path: &Path, config: &Config) -> Result<RegistrySnapshot> {
+    let objects = definitions::load_path(path)?;
+    Ok(RegistrySnapshot::build(objects, 1, &config.projects())?)
+}
+
+/// Opens the configured online store.
+pub async fn open_store(config: &Config) -> Result<OnlineStore> {
+    Ok(match config.online_store.kind {
+        StoreKind::Redis => OnlineStore::Redis(RedisStore::new(config.redis_settings()?)?),
+        StoreKind::Sqlite => {
+            let s = &config.online_store.sqlite;
+            OnlineStore::Sqlite(
+                SqliteStore::open(&s.path, s.key_ttl)
+                    .await
+                    .with_context(|| format!("opening {}", s.path.display()))?,
+            )
+        }
+    })
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let snapshot = load_snapshot(&config.serve.definitions, &config).with_context(|| {
+        format!(
+            "loading definitions from {}",
+            config.serve.definitions.display()
+        )
+    })?;
+    let store = open_store(&config).await?;
+    let server = Arc::new(FeatureServer::new(
+        snapshot,
+        store,
+        config.serve.serving_settings(),
+    ));
+    let listener = tokio::net::TcpListener::bind(config.serve.listen)
+        .await
+        .with_context(|| format!("binding {}", config.serve.listen))?;
+    serving::run(listener, server, serving::shutdown_signal()).await?;
+    Ok(())
+}
+
+const QUICKSTART_DEFINITIONS: &str = r#"# The driver features of the Feast x Kubeflow story, owned by Alice.
+apiVersion: features.kubeflow.org/v1
+kind: Entity
+metadata: { name: driver, namespace: kubeflow-alice }
+spec:
+  joinKeys: [{ name: driver_id, valueType: INT64 }]
+  description: A driver of the ride-hailing service
+---
+apiVersion: features.kubeflow.org/v1
+kind: DataSource
+metadata: { name: driver_daily_stats, namespace: kubeflow-alice }
+spec:
+  type: sqlite
+  table: driver_daily_stats
+  timestampField: event_timestamp
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: driver_daily_stats_fv, namespace: kubeflow-alice }
+spec:
+  entities: [driver]
+  source: driver_daily_stats
+  features:
+    - { name: profit, valueType: DOUBLE }
+    - { name: acc_rate, valueType: FLOAT }
+    - { name: trips, valueType: INT64 }
+    - { name: city, valueType: STRING }
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureService
+metadata: { name: driver_activity, namespace: kubeflow-alice }
+spec:
+  features:
+    - driver_daily_stats_fv:profit
+    - driver_daily_stats_fv:acc_rate
+"#;
+
+async fn quickstart(redis: Option<String>, dir: PathBuf, listen: SocketAddr) -> Result<()> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let defs = dir.join("definitions.yaml");
+    std::fs::write(&defs, QUICKSTART_DEFINITIONS)
+        .with_context(|| format!("writing {}", defs.display()))?;
+    let mut config = Config::default();
+    config.serve.definitions = defs.clone();
+    config.serve.listen = listen;
+    config.serve.default_namespace = "kubeflow-alice".into();
+    match &redis {
+        Some(url) => {
+            config.online_store.kind = StoreKind::Redis;
+            config.online_store.redis.url = url.clone();
+        }
+        None => {
+            config.online_store.kind = StoreKind::Sqlite;
+            config.online_store.sqlite.path = dir.join("online.db");
+        }
+    }
+    let snapshot = load_snapshot(&defs, &config)?;
+    let store = open_store(&config).await?;
+    let view = snapshot
+        .view("kubeflow-alice", "driver_daily_stats_fv")
+        .context("the demo view is defined")?
+        .clone();
+    let now = EventTime::now();
+    let cities = ["Athens", "Patras", "Thessaloniki", "Heraklion", "Larissa"];
+    let rows: Vec<ViewRow> = (0..5)
+        .map(|i| ViewRow {
+            keys: vec![Value::Int64(1001 + i)],
+            event_time: now,
+            values: vec![
+                Value::Double(97.9 - 6.0 * i as f64),
+                Value::Float(0.21 + 0.15 * i as f32),
+                Value::Int64(12 - i),
+                Value::String(cities[i as usize].into()),
+            ],
+        })
+        .collect();
+    store
+        .write_rows(&view, &rows)
+        .await
+        .context("writing the demo features")?;
+    let server = Arc::new(FeatureServer::new(
+        snapshot,
+        store,
+        config.serve.serving_settings(),
+    ));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!(
+        r#"
+larder quickstart: 5 drivers of kubeflow-alice/driver_daily_stats_fv on {store}.
+Definitions: {defs}
+
+Try (HTTP, Feast's JSON API):
+  curl -s http://{addr}/get-online-features -H 'content-type: application/json' \
+    -d '{{"features": ["driver_daily_stats_fv:profit", "driver_daily_stats_fv:city"], "entities": {{"driver_id": [1001, 1002, 9999]}}, "full_feature_names": true}}'
+
+Try (gRPC, feast.serving.ServingService, via reflection):
+  grpcurl -plaintext -d '{{"features": {{"val": ["driver_daily_stats_fv:trips"]}}, "entities": {{"driver_id": {{"val": [{{"int64_val": 1003}}]}}}}}}' \
+    {addr} feast.serving.ServingService/GetOnlineFeatures
+
+Or a feature service:
+  curl -s http://{addr}/get-online-features -d '{{"feature_service": "driver_activity", "entities": {{"driver_id": [1001]}}}}'
+
+Ctrl-C stops the server.
+"#,
+        store = redis.as_deref().unwrap_or("the embedded SQLite store"),
+        defs = defs.display(),
+    );
+    serving::run(listener, server, serving::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! Configuration: built-in defaults, then one YAML file, then environment
+//! variables `LARDER__SECTION__KEY` (e.g. `LARDER__SERVE__LISTEN`),
+//! validated at start-up with messages that name the bad key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use serde::{Deserialize, Serialize};
+
+use crate::online::RedisSettings;
+use crate::online::layout::KeyVersion;
+use crate::serving::{Limits, ServingSettings};
+
+/// larder's whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub serve: ServeConfig,
+    pub online_store: OnlineStoreConfig,
+    /// Per-namespace settings, by namespace name.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// `serve`: the online feature server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// gRPC and HTTP share this address. Feast's clients expect port 6566.
+    pub listen: SocketAddr,
+    /// A manifest file or a folder of them.
+    pub definitions: PathBuf,
+    /// The namespace of unqualified feature refs when a request names none.
+    pub default_namespace: String,
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+    pub max_entity_rows: usize,
+    pub max_features: usize,
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let s = ServingSettings::default();
+        ServeConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6566)),
+            definitions: PathBuf::from("definitions"),
+            default_namespace: s.default_namespace,
+            request_timeout: s.request_timeout,
+            max_entity_rows: s.limits.max_entity_rows,
+            max_features: s.limits.max_features,
+            max_request_bytes: s.max_request_bytes,
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn serving_settings(&self) -> ServingSettings {
+        ServingSettings {
+            default_namespace: self.default_namespace.clone(),
+            limits: Limits {
+                max_entity_rows: self.max_entity_rows,
+                max_features: self.max_features,
+            },
+            request_timeout: self.request_timeout,
+            max_request_bytes: self.max_request_bytes,
+        }
+    }
+}
+
+/// Which online store to use.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Redis,
+    /// The embedded SQLite file: no services needed.
+    #[default]
+    Sqlite,
+}
+
+/// `online_store`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineStoreConfig {
+    #[serde(rename = "type")]
+    pub kind: StoreKind,
+    pub redis: RedisConfig,
+    pub sqlite: SqliteConfig,
+}
+
+/// `online_store.redis`; see [`RedisSettings`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: String,
+    pub cluster_nodes: Vec<String>,
+    pub connections: usize,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    pub entity_key_serialization_version: u8,
+    #[serde(with = "duration_text")]
+    pub key_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        let d = RedisSettings::default();
+        RedisConfig {
+            url: d.url,
+            cluster_nodes: d.cluster_nodes,
+            connections: d.connections,
+            timeout: d.timeout,
+            connect_timeout: d.connect_timeout,
+            entity_key_serialization_version: d.entity_key_serialization_version.into(),
+            key_ttl: d.key_ttl,
+        }
+    }
+}
+
+/// `online_store.sqlite`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    #[serde(with = "duration_text")]
+    pub key_ttl: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: PathBuf::from(".larder/online.db"),
+            key_ttl: Duration::ZERO,
+        }
+    }
+}
+
+/// `namespaces.<name>`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceConfig {
+    /// The Feast project name of the namespace in the online store;
+    /// default: the namespace with `-` replaced by `_`.
+    pub project: Option<String>,
+}
+
+/// A configuration that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads defaults, then `file` when given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!("{} does not exist", file.display())));
+            }
+            figment = figment.merge(Yaml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("LARDER__").split("__").lowercase(true));
+        let config: Config = figment.extract().map_err(|e| {
+            let errors: Vec<String> = e
+                .into_iter()
+                .map(|e| {
+                    let key = e.path.join(".");
+                    if key.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("`{key}`: {}", e.kind)
+                    }
+                })
+                .collect();
+            ConfigError(errors.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.serve;
+        for (key, value) in [
+            ("serve.max_entity_rows", s.max_entity_rows),
+            ("serve.max_features", s.max_features),
+            ("serve.max_request_bytes", s.max_request_bytes),
+            (
+                "online_store.redis.connections",
+                self.online_store.redis.connections,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("`{key}` must be greater than 0")));
+            }
+        }
+        if s.request_timeout.is_zero() {
+            return Err(ConfigError(
+                "`serve.request_timeout` must be greater than 0".into(),
+            ));
+        }
+        crate::model::check_dns1123_label(&s.default_namespace)
+            .map_err(|why| ConfigError(format!("`serve.default_namespace`: {why}")))?;
+        self.redis_settings()?;
+        for (ns, c) in &self.namespaces {
+            crate::model::check_dns1123_label(ns)
+                .map_err(|why| ConfigError(format!("`namespaces.{ns}`: {why}")))?;
+            if let Some(p) = &c.project
+                && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            {
+                return Err(ConfigError(format!(
+                    "`namespaces.{ns}.project`: {p:?} may contain only letters, digits and '_'"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn redis_settings(&self) -> Result<RedisSettings, ConfigError> {
+        let r = &self.online_store.redis;
+        Ok(RedisSettings {
+            url: r.url.clone(),
+            cluster_nodes: r.cluster_nodes.clone(),
+            connections: r.connections,
+            timeout: r.timeout,
+            connect_timeout: r.connect_timeout,
+            entity_key_serialization_version: KeyVersion::try_from(
+                r.entity_key_serialization_version,
+            )
+            .map_err(|why| {
+                ConfigError(format!(
+                    "`online_store.redis.entity_key_serialization_version`: {why}"
+                ))
+            })?,
+            key_ttl: r.key_ttl,
+        })
+    }
+
+    /// Project-name overrides by namespace.
+    pub fn projects(&self) -> BTreeMap<String, String> {
+        self.namespaces
+            .iter()
+            .filter_map(|(ns, c)| c.project.clone().map(|p| (ns.clone(), p)))
+            .collect()
+    }
+}
+
+/// Durations written as text: `250ms`, `5s`, `1d`.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 250ms or 5s: {e}"))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.serve.listen.port(), 6566);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("larder.yaml");
+        std::fs::write(&file, "serve:\n  listen: 127.0.0.1:1\n  bogus: 1\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+
+        std::fs::write(&file, "serve:\n  request_timeout: soon\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("serve.request_timeout"), "{err}");
+
+        std::fs::write(
+            &file,
+            "online_store:\n  redis:\n    entity_key_serialization_version: 4\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("entity_key_serialization_version"), "{err}");
+    }
+}

@@ -1,0 +1,498 @@
+//! Definitions as Kubernetes-style YAML manifests.
+//!
+//! One object per YAML document:
+//!
+//! ```yaml
+//! apiVersion: features.kubeflow.org/v1
+//! kind: FeatureView
+//! metadata: { name: driver_daily_stats_fv, namespace: kubeflow-alice }
+//! spec:
+//!   entities: [driver]
+//!   ttl: 1d
+//!   features:
+//!     - { name: profit, valueType: DOUBLE }
+//! ```
+//!
+//! This module turns text into domain objects and checks each object on its
+//! own; cross-object checks (a view's entities exist, a service's refs
+//! resolve) happen when a [`crate::registry::RegistrySnapshot`] is built.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::model::{
+    Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ValueType,
+    check_dns1123_label, check_object_name,
+};
+
+pub const API_VERSION: &str = "features.kubeflow.org/v1";
+
+/// Where an object came from and what it is, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectId {
+    pub origin: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} {}/{}",
+            self.origin, self.kind, self.namespace, self.name
+        )
+    }
+}
+
+/// A definition that is wrong, naming the file, the object and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: field `{field}`: {message}")]
+pub struct DefinitionError {
+    /// `file: Kind namespace/name`, or just the file when the object could
+    /// not be identified.
+    pub location: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl DefinitionError {
+    pub fn new(location: impl fmt::Display, field: &str, message: impl Into<String>) -> Self {
+        DefinitionError {
+            location: location.to_string(),
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A data source as far as serving needs it: its name. The offline store
+/// gives the spec its meaning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSource {
+    pub name: String,
+    pub namespace: String,
+    pub spec: serde_json::Value,
+}
+
+/// One parsed definition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Entity(Entity),
+    DataSource(DataSource),
+    FeatureView(FeatureView),
+    FeatureService(FeatureService),
+}
+
+/// A parsed definition with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub id: ObjectId,
+    pub object: Object,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Manifest {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    spec: serde_json::Value,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    // Server-managed fields are accepted so that what the registry returns
+    // can be applied again.
+    #[serde(default)]
+    #[allow(dead_code)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    uid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EntitySpec {
+    join_keys: Vec<JoinKeySpec>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JoinKeySpec {
+    name: String,
+    value_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FeatureViewSpec {
+    #[serde(default)]
+    entities: Vec<String>,
+    features: Vec<JoinKeySpec>,
+    #[serde(default)]
+    ttl: Option<String>,
+    #[serde(default = "default_true")]
+    online: bool,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FeatureServiceSpec {
+    features: Vec<String>,
+    #[serde(default)]
+    description: String,
+}
+
+/// Reads every `.yaml`/`.yml` file under `path` (or `path` itself when it is
+/// a file), in name order.
+pub fn load_path(path: &Path) -> Result<Vec<Located>, DefinitionError> {
+    let mut files = Vec::new();
+    collect_files(path, &mut files)
+        .map_err(|e| DefinitionError::new(path.display(), "-", e.to_string()))?;
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| DefinitionError::new(file.display(), "-", e.to_string()))?;
+        out.extend(parse_documents(&file.display().to_string(), &text)?);
+    }
+    Ok(out)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for entry in entries {
+            if entry.is_dir() {
+                collect_files(&entry, out)?;
+            } else if matches!(
+                entry.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                out.push(entry);
+            }
+        }
+        Ok(())
+    } else {
+        std::fs::metadata(path)?;
+        out.push(path.to_owned());
+        Ok(())
+    }
+}
+
+/// Parses a multi-document YAML text; `origin` names it in errors.
+pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Located>, DefinitionError> {
+    let mut out = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let doc_origin = format!("{origin} (document {})", index + 1);
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| DefinitionError::new(&doc_origin, "-", e.to_string()))?;
+        if value.is_null() {
+            continue; // an empty document, e.g. a trailing `---`
+        }
+        let manifest: Manifest = serde_yaml::from_value(value)
+            .map_err(|e| DefinitionError::new(&doc_origin, "-", e.to_string()))?;
+        out.push(parse_manifest(origin, &doc_origin, manifest)?);
+    }
+    Ok(out)
+}
+
+fn parse_manifest(
+    origin: &str,
+    doc_origin: &str,
+    manifest: Manifest,
+) -> Result<Located, DefinitionError> {
+    match manifest.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        Some(other) => {
+            return Err(DefinitionError::new(
+                doc_origin,
+                "apiVersion",
+                format!("expected {API_VERSION:?}, found {other:?}"),
+            ));
+        }
+        None => return Err(DefinitionError::new(doc_origin, "apiVersion", "missing")),
+    }
+    let kind = manifest
+        .kind
+        .ok_or_else(|| DefinitionError::new(doc_origin, "kind", "missing"))?;
+    let metadata = manifest
+        .metadata
+        .ok_or_else(|| DefinitionError::new(doc_origin, "metadata", "missing"))?;
+    let name = metadata
+        .name
+        .ok_or_else(|| DefinitionError::new(doc_origin, "metadata.name", "missing"))?;
+    let namespace = metadata
+        .namespace
+        .ok_or_else(|| DefinitionError::new(doc_origin, "metadata.namespace", "missing"))?;
+    let id = ObjectId {
+        origin: origin.to_owned(),
+        kind: kind.clone(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    check_dns1123_label(&namespace)
+        .map_err(|why| DefinitionError::new(&id, "metadata.namespace", why))?;
+    check_object_name(&name).map_err(|why| DefinitionError::new(&id, "metadata.name", why))?;
+    let spec = manifest.spec;
+    let labels = metadata.labels;
+    let object = match kind.as_str() {
+        "Entity" => {
+            let spec: EntitySpec = from_spec(&id, spec)?;
+            if spec.join_keys.is_empty() {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.joinKeys",
+                    "an entity needs at least one join key",
+                ));
+            }
+            let mut join_keys = Vec::new();
+            for (i, k) in spec.join_keys.into_iter().enumerate() {
+                let field = format!("spec.joinKeys[{i}]");
+                let jk = typed(&id, &field, k)?;
+                if !jk.value_type.is_entity_key_type() {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.valueType"),
+                        format!(
+                            "{} cannot be a join key type (use STRING, BYTES, INT32, INT64 or UNIX_TIMESTAMP)",
+                            jk.value_type
+                        ),
+                    ));
+                }
+                if join_keys.iter().any(|o: &JoinKey| o.name == jk.name) {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.name"),
+                        format!("duplicate join key {:?}", jk.name),
+                    ));
+                }
+                join_keys.push(jk);
+            }
+            Object::Entity(Entity {
+                name,
+                namespace,
+                join_keys,
+                description: spec.description,
+                labels,
+            })
+        }
+        "DataSource" => Object::DataSource(DataSource {
+            name,
+            namespace,
+            spec,
+        }),
+        "FeatureView" => {
+            let spec: FeatureViewSpec = from_spec(&id, spec)?;
+            if spec.features.is_empty() {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.features",
+                    "a feature view needs at least one feature",
+                ));
+            }
+            let mut features: Vec<Feature> = Vec::new();
+            for (i, f) in spec.features.into_iter().enumerate() {
+                let field = format!("spec.features[{i}]");
+                let jk = typed(&id, &field, f)?;
+                if features.iter().any(|o| o.name == jk.name) {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.name"),
+                        format!("duplicate feature {:?}", jk.name),
+                    ));
+                }
+                features.push(Feature {
+                    name: jk.name,
+                    value_type: jk.value_type,
+                });
+            }
+            let ttl = match spec.ttl.as_deref() {
+                None | Some("0" | "0s" | "") => None,
+                Some(text) => {
+                    let d = humantime::parse_duration(text).map_err(|e| {
+                        DefinitionError::new(
+                            &id,
+                            "spec.ttl",
+                            format!("{text:?} is not a duration like 86400s or 1d: {e}"),
+                        )
+                    })?;
+                    (!d.is_zero()).then_some(d)
+                }
+            };
+            for (i, e) in spec.entities.iter().enumerate() {
+                check_object_name(e).map_err(|why| {
+                    DefinitionError::new(&id, &format!("spec.entities[{i}]"), why)
+                })?;
+            }
+            Object::FeatureView(FeatureView {
+                name,
+                namespace,
+                entities: spec.entities,
+                join_keys: Vec::new(), // filled in from the entities when resolved
+                features,
+                ttl,
+                online: spec.online,
+                source: spec.source,
+                description: spec.description,
+                labels,
+            })
+        }
+        "FeatureService" => {
+            let spec: FeatureServiceSpec = from_spec(&id, spec)?;
+            if spec.features.is_empty() {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.features",
+                    "a feature service needs at least one feature",
+                ));
+            }
+            let features = spec
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    FeatureRef::parse(r).map_err(|e| {
+                        DefinitionError::new(&id, &format!("spec.features[{i}]"), e.to_string())
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Object::FeatureService(FeatureService {
+                name,
+                namespace,
+                features,
+                description: spec.description,
+                labels,
+            })
+        }
+        other => {
+            return Err(DefinitionError::new(
+                &id,
+                "kind",
+                format!(
+                    "unknown kind {other:?} (known: Entity, DataSource, FeatureView, FeatureService)"
+                ),
+            ));
+        }
+    };
+    Ok(Located { id, object })
+}
+
+fn from_spec<T: serde::de::DeserializeOwned>(
+    id: &ObjectId,
+    spec: serde_json::Value,
+) -> Result<T, DefinitionError> {
+    serde_json::from_value(spec).map_err(|e| DefinitionError::new(id, "spec", e.to_string()))
+}
+
+fn typed(id: &ObjectId, field: &str, spec: JoinKeySpec) -> Result<JoinKey, DefinitionError> {
+    check_object_name(&spec.name)
+        .map_err(|why| DefinitionError::new(id, &format!("{field}.name"), why))?;
+    let value_type: ValueType = spec
+        .value_type
+        .parse()
+        .map_err(|why: String| DefinitionError::new(id, &format!("{field}.valueType"), why))?;
+    Ok(JoinKey {
+        name: spec.name,
+        value_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: features.kubeflow.org/v1
+kind: Entity
+metadata: { name: driver, namespace: kubeflow-alice }
+spec:
+  joinKeys: [{ name: driver_id, valueType: INT64 }]
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: driver_daily_stats_fv, namespace: kubeflow-alice }
+spec:
+  entities: [driver]
+  ttl: 1d
+  features:
+    - { name: profit, valueType: DOUBLE }
+---
+"#;
+
+    #[test]
+    fn parses_good_documents() {
+        let objs = parse_documents("defs.yaml", GOOD).unwrap();
+        assert_eq!(objs.len(), 2);
+        let Object::FeatureView(fv) = &objs[1].object else {
+            panic!("expected a feature view")
+        };
+        assert_eq!(fv.ttl, Some(std::time::Duration::from_secs(86400)));
+        assert!(fv.online);
+    }
+
+    #[test]
+    fn errors_name_file_object_and_field() {
+        let bad = GOOD.replace("DOUBLE", "DUBBLE");
+        let err = parse_documents("defs.yaml", &bad).unwrap_err();
+        assert_eq!(
+            err.location,
+            "defs.yaml: FeatureView kubeflow-alice/driver_daily_stats_fv"
+        );
+        assert_eq!(err.field, "spec.features[0].valueType");
+        assert!(err.message.contains("DUBBLE"));
+
+        let bad = GOOD.replace("ttl: 1d", "ttl: soon");
+        let err = parse_documents("defs.yaml", &bad).unwrap_err();
+        assert_eq!(err.field, "spec.ttl");
+
+        let bad = GOOD.replace(
+            "namespace: kubeflow-alice }\nspec:\n  entities",
+            "namespace: Alice }\nspec:\n  entities",
+        );
+        let err = parse_documents("defs.yaml", &bad).unwrap_err();
+        assert_eq!(err.field, "metadata.namespace");
+
+        let bad = GOOD.replace("kind: Entity", "kind: Entiti");
+        let err = parse_documents("defs.yaml", &bad).unwrap_err();
+        assert_eq!(err.field, "kind");
+
+        let bad = GOOD.replace("ttl: 1d", "ttl: 1d\n  extra: 1");
+        let err = parse_documents("defs.yaml", &bad).unwrap_err();
+        assert!(err.message.contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_features_are_refused() {
+        let bad = GOOD.replace(
+            "- { name: profit, valueType: DOUBLE }",
+            "- { name: profit, valueType: DOUBLE }\n    - { name: profit, valueType: FLOAT }",
+        );
+        let err = parse_documents("defs.yaml", &bad).unwrap_err();
+        assert_eq!(err.field, "spec.features[1].name");
+    }
+}

@@ -1,0 +1,195 @@
+//! The online store: the latest feature values per entity, in Feast's
+//! layout. Two back ends share one contract: Redis (standalone or cluster)
+//! for production, and an embedded SQLite file for zero-setup runs.
+//!
+//! Both store, per Redis key (serialized entity key ++ project), a hash of
+//! fields: one per feature (`murmur3("view:feature")`) and `_ts:<view>`.
+//! Reads ask for a list of fields per key in one round trip; writes are
+//! newer-only per (key, view), decided atomically by the store.
+
+pub mod codec;
+pub mod layout;
+mod redis_store;
+mod sqlite_store;
+
+use std::time::Duration;
+
+pub use redis_store::{RedisSettings, RedisStore};
+pub use sqlite_store::SqliteStore;
+
+use crate::model::{EventTime, Value};
+use crate::registry::ServedView;
+use layout::KeyVersion;
+
+/// The fields to read from one stored entity key.
+#[derive(Debug, Clone)]
+pub struct KeyRead<'a> {
+    pub key: Vec<u8>,
+    pub fields: Vec<&'a [u8]>,
+}
+
+/// For each [`KeyRead`], the stored bytes of each requested field, in the
+/// same order; `None` where nothing is stored.
+pub type ReadResult = Vec<Vec<Option<Vec<u8>>>>;
+
+/// One row of one feature view to store under one key.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    pub key: Vec<u8>,
+    pub ts_field: Vec<u8>,
+    pub event_time: EventTime,
+    /// (hash field, serialized value) per feature.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What the store could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("online store unavailable: {0}")]
+    Unavailable(String),
+    #[error("online store timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("online store failed: {0}")]
+    Failed(String),
+}
+
+/// A row handed to [`OnlineStore::write_rows`] that does not fit its view.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("row {row}: {message}")]
+    BadRow { row: usize, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The online store larder reads and writes.
+pub enum OnlineStore {
+    Redis(RedisStore),
+    Sqlite(SqliteStore),
+}
+
+/// A row of a feature view in domain terms: the join key values (in the
+/// view's key-column order), the event time and one value per feature.
+#[derive(Debug, Clone)]
+pub struct ViewRow {
+    pub keys: Vec<Value>,
+    pub event_time: EventTime,
+    pub values: Vec<Value>,
+}
+
+impl OnlineStore {
+    /// Reads the requested fields of every key in one round trip (one per
+    /// cluster node in cluster mode).
+    pub async fn read(&self, reads: &[KeyRead<'_>]) -> Result<ReadResult, StoreError> {
+        match self {
+            OnlineStore::Redis(s) => s.read(reads).await,
+            OnlineStore::Sqlite(s) => s.read(reads).await,
+        }
+    }
+
+    /// Writes rows newer-only: a row whose event time is not after the one
+    /// stored for its (key, view) changes nothing. Returns how many rows
+    /// were written.
+    pub async fn write(&self, rows: &[RowWrite]) -> Result<usize, StoreError> {
+        match self {
+            OnlineStore::Redis(s) => s.write(rows).await,
+            OnlineStore::Sqlite(s) => s.write(rows).await,
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            OnlineStore::Redis(s) => s.ping().await,
+            OnlineStore::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    pub fn key_version(&self) -> KeyVersion {
+        match self {
+            OnlineStore::Redis(s) => s.key_version(),
+            OnlineStore::Sqlite(_) => KeyVersion::V3,
+        }
+    }
+
+    /// Checks typed rows against `view` and writes them newer-only.
+    pub async fn write_rows(
+        &self,
+        view: &ServedView,
+        rows: &[ViewRow],
+    ) -> Result<usize, WriteError> {
+        let writes = rows_to_writes(view, rows, self.key_version())?;
+        Ok(self.write(&writes).await?)
+    }
+}
+
+/// Turns typed rows of a view into the bytes the store keeps, checking
+/// every key and value against the view's declared types.
+pub fn rows_to_writes(
+    view: &ServedView,
+    rows: &[ViewRow],
+    version: KeyVersion,
+) -> Result<Vec<RowWrite>, WriteError> {
+    let names: Vec<&str> = view.key_columns.iter().map(|k| k.name.as_str()).collect();
+    let dummy = Value::String(String::new());
+    rows.iter()
+        .enumerate()
+        .map(|(row, r)| {
+            let bad = |message: String| WriteError::BadRow { row, message };
+            let mut keys = Vec::with_capacity(names.len());
+            if view.has_entities() {
+                if r.keys.len() != names.len() {
+                    return Err(bad(format!(
+                        "expected {} join key values ({}), found {}",
+                        names.len(),
+                        names.join(", "),
+                        r.keys.len()
+                    )));
+                }
+                for (k, v) in view.key_columns.iter().zip(&r.keys) {
+                    keys.push(
+                        v.clone()
+                            .coerce_to(k.value_type)
+                            .map_err(|e| bad(format!("join key {:?}: {e}", k.name)))?,
+                    );
+                }
+            } else {
+                keys.push(dummy.clone());
+            }
+            if r.values.len() != view.view.features.len() {
+                return Err(bad(format!(
+                    "expected {} feature values, found {}",
+                    view.view.features.len(),
+                    r.values.len()
+                )));
+            }
+            let key_refs: Vec<&Value> = keys.iter().collect();
+            let key = layout::redis_key(&names, &key_refs, &view.project, version)
+                .map_err(|e| bad(e.to_string()))?;
+            let mut fields = Vec::with_capacity(r.values.len());
+            for ((feature, field), value) in view
+                .view
+                .features
+                .iter()
+                .zip(&view.feature_fields)
+                .zip(&r.values)
+            {
+                if !value.is_null() {
+                    let typed = value
+                        .clone()
+                        .coerce_to(feature.value_type)
+                        .map_err(|e| bad(format!("feature {:?}: {e}", feature.name)))?;
+                    fields.push((field.to_vec(), codec::encode_value(&typed)));
+                } else {
+                    fields.push((field.to_vec(), codec::encode_value(&Value::Null)));
+                }
+            }
+            Ok(RowWrite {
+                key,
+                ts_field: view.ts_field.clone(),
+                event_time: r.event_time,
+                fields,
+            })
+        })
+        .collect()
+}

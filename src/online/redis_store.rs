@@ -1,0 +1,315 @@
+//! Redis back end, standalone or cluster.
+//!
+//! Standalone: a small fixed set of multiplexed connections, each a
+//! `ConnectionManager` that reconnects by itself. Requests are spread over
+//! them round-robin and every request is one pipeline, so a request costs
+//! exactly one round trip. (A checkout pool such as deadpool-redis sends a
+//! PING on every checkout, which doubles the round trips of a read.)
+//!
+//! Cluster: the cluster connection routes each command to the node that
+//! owns its key's slot. A pipeline may not span slots, so a read sends its
+//! per-key commands concurrently; they are multiplexed per node and leave in
+//! one write per node.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
+
+use super::layout::KeyVersion;
+use super::{KeyRead, ReadResult, RowWrite, StoreError};
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`, for a standalone server.
+    pub url: String,
+    /// Seed nodes of a Redis Cluster; when set, `url` is not used.
+    pub cluster_nodes: Vec<String>,
+    /// Multiplexed connections to a standalone server.
+    pub connections: usize,
+    /// How long one Redis round trip may take before the request fails with
+    /// UNAVAILABLE.
+    pub timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    pub entity_key_serialization_version: KeyVersion,
+    /// Expire whole entity keys this long after their last write (Feast's
+    /// `key_ttl_seconds`); zero keeps them forever.
+    pub key_ttl: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
+            connections: 4,
+            timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(1000),
+            entity_key_serialization_version: KeyVersion::V3,
+            key_ttl: Duration::ZERO,
+        }
+    }
+}
+
+enum Backend {
+    Standalone {
+        client: redis::Client,
+        connections: Vec<OnceCell<ConnectionManager>>,
+        next: AtomicUsize,
+    },
+    Cluster {
+        client: ClusterClient,
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
+/// Feast-layout feature storage in Redis.
+pub struct RedisStore {
+    backend: Backend,
+    settings: Arc<RedisSettings>,
+    write_script: redis::Script,
+}
+
+/// Newer-only write of one view's row, atomic per key.
+/// KEYS[1] the entity key; ARGV[1] the `_ts:<view>` field; ARGV[2] the
+/// serialized Timestamp; ARGV[3], ARGV[4] its seconds and nanos; ARGV[5]
+/// the key TTL in seconds (0: none); ARGV[6..] field, value pairs.
+/// The stored Timestamp message is decoded here (two varint fields) so that
+/// Feast's own `_ts` values compare correctly.
+const WRITE_SCRIPT: &str = r#"
+local function varint(s, pos)
+  local result, scale = 0, 1
+  while true do
+    local b = string.byte(s, pos)
+    if b == nil then return nil, pos end
+    result = result + (b % 128) * scale
+    pos = pos + 1
+    if b < 128 then return result, pos end
+    scale = scale * 128
+  end
+end
+local function decode_ts(s)
+  local secs, nanos, pos = 0, 0, 1
+  while pos <= #s do
+    local tag = string.byte(s, pos)
+    local v
+    v, pos = varint(s, pos + 1)
+    if v == nil then return nil end
+    if tag == 8 then
+      if v >= 9223372036854775808 then v = v - 18446744073709551616 end
+      secs = v
+    elseif tag == 16 then nanos = v
+    else return nil end
+  end
+  return secs, nanos
+end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local cs, cn = decode_ts(cur)
+  if cs ~= nil then
+    local ns, nn = tonumber(ARGV[3]), tonumber(ARGV[4])
+    if ns < cs or (ns == cs and nn <= cn) then return 0 end
+  end
+end
+local args = {ARGV[1], ARGV[2]}
+for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(args))
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
+fn classify(e: redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Unavailable(format!("Redis timed out: {e}"))
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(format!("Redis unreachable: {e}"))
+    } else {
+        StoreError::Failed(e.to_string())
+    }
+}
+
+impl RedisStore {
+    /// Prepares the store; connections are made on first use and remade
+    /// whenever they break, so Redis may start after larder.
+    pub fn new(settings: RedisSettings) -> Result<Self, StoreError> {
+        let backend = if settings.cluster_nodes.is_empty() {
+            let client = redis::Client::open(settings.url.as_str())
+                .map_err(|e| StoreError::Failed(format!("invalid Redis url: {e}")))?;
+            Backend::Standalone {
+                client,
+                connections: (0..settings.connections.max(1))
+                    .map(|_| OnceCell::new())
+                    .collect(),
+                next: AtomicUsize::new(0),
+            }
+        } else {
+            let client = ClusterClient::builder(settings.cluster_nodes.clone())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.timeout)
+                .build()
+                .map_err(|e| StoreError::Failed(format!("invalid Redis cluster nodes: {e}")))?;
+            Backend::Cluster {
+                client,
+                connection: OnceCell::new(),
+            }
+        };
+        Ok(RedisStore {
+            backend,
+            settings: Arc::new(settings),
+            write_script: redis::Script::new(WRITE_SCRIPT),
+        })
+    }
+
+    pub fn key_version(&self) -> KeyVersion {
+        self.settings.entity_key_serialization_version
+    }
+
+    async fn standalone(&self) -> Result<ConnectionManager, StoreError> {
+        let Backend::Standalone {
+            client,
+            connections,
+            next,
+        } = &self.backend
+        else {
+            unreachable!("standalone() is only called in standalone mode")
+        };
+        let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len();
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.settings.timeout))
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_number_of_retries(1);
+        connections[slot]
+            .get_or_try_init(|| ConnectionManager::new_with_config(client.clone(), config))
+            .await
+            .cloned()
+            .map_err(classify)
+    }
+
+    async fn cluster(&self) -> Result<ClusterConnection, StoreError> {
+        let Backend::Cluster { client, connection } = &self.backend else {
+            unreachable!("cluster() is only called in cluster mode")
+        };
+        connection
+            .get_or_try_init(|| client.get_async_connection())
+            .await
+            .cloned()
+            .map_err(classify)
+    }
+
+    pub async fn read(&self, reads: &[KeyRead<'_>]) -> Result<ReadResult, StoreError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let within = self.settings.timeout;
+        let work = async {
+            match &self.backend {
+                Backend::Standalone { .. } => {
+                    let mut conn = self.standalone().await?;
+                    let mut pipe = redis::pipe();
+                    for r in reads {
+                        pipe.cmd("HMGET").arg(&r.key).arg(&r.fields);
+                    }
+                    pipe.query_async::<ReadResult>(&mut conn)
+                        .await
+                        .map_err(classify)
+                }
+                Backend::Cluster { .. } => {
+                    let conn = self.cluster().await?;
+                    let calls = reads.iter().map(|r| {
+                        let mut conn = conn.clone();
+                        async move {
+                            redis::cmd("HMGET")
+                                .arg(&r.key)
+                                .arg(&r.fields)
+                                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                                .await
+                        }
+                    });
+                    futures::future::try_join_all(calls).await.map_err(classify)
+                }
+            }
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| StoreError::Timeout(within))?
+    }
+
+    pub async fn write(&self, rows: &[RowWrite]) -> Result<usize, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ttl = self.settings.key_ttl.as_secs();
+        let invocation = |row: &RowWrite| {
+            let mut inv = self.write_script.prepare_invoke();
+            inv.key(&row.key)
+                .arg(&row.ts_field)
+                .arg(super::codec::encode_timestamp(row.event_time))
+                .arg(row.event_time.seconds)
+                .arg(row.event_time.nanos)
+                .arg(ttl);
+            for (field, value) in &row.fields {
+                inv.arg(field).arg(value);
+            }
+            inv
+        };
+        match &self.backend {
+            Backend::Standalone { .. } => {
+                let mut conn = self.standalone().await?;
+                // Loading first makes the EVALSHAs of the same pipeline
+                // succeed on a server that has never seen the script.
+                let mut pipe = redis::pipe();
+                pipe.cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT).ignore();
+                for row in rows {
+                    pipe.invoke_script(&invocation(row));
+                }
+                let written: Vec<i64> = pipe.query_async(&mut conn).await.map_err(classify)?;
+                Ok(written.into_iter().filter(|w| *w == 1).count())
+            }
+            Backend::Cluster { .. } => {
+                let conn = self.cluster().await?;
+                let calls = rows.iter().map(|row| {
+                    let mut conn = conn.clone();
+                    let inv = invocation(row);
+                    async move { inv.invoke_async::<i64>(&mut conn).await }
+                });
+                let written = futures::future::try_join_all(calls)
+                    .await
+                    .map_err(classify)?;
+                Ok(written.into_iter().filter(|w| *w == 1).count())
+            }
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let within = self.settings.timeout;
+        let work = async {
+            match &self.backend {
+                Backend::Standalone { .. } => {
+                    let mut conn = self.standalone().await?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                }
+                Backend::Cluster { .. } => {
+                    let mut conn = self.cluster().await?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| StoreError::Timeout(within))?
+    }
+}

@@ -1,0 +1,298 @@
+//! The registry snapshot: an immutable, versioned view of all definitions
+//! with the lookups the serving path needs computed once, up front.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::definitions::{DataSource, DefinitionError, Located, Object, ObjectId};
+use crate::model::{
+    DUMMY_JOIN_KEY, Entity, FeatureService, FeatureView, JoinKey, ValueType, default_project_for,
+};
+use crate::online::layout;
+
+/// Everything the feature server knows about definitions, at one version.
+/// Built once, shared behind an `Arc`, never mutated: a new version is a new
+/// snapshot.
+#[derive(Debug, Default)]
+pub struct RegistrySnapshot {
+    version: u64,
+    namespaces: HashMap<String, NamespaceDefs>,
+}
+
+/// The definitions of one namespace (one Feast project).
+#[derive(Debug)]
+pub struct NamespaceDefs {
+    pub name: String,
+    /// The Feast project name keys are stored under.
+    pub project: String,
+    pub entities: BTreeMap<String, Entity>,
+    pub sources: BTreeMap<String, DataSource>,
+    pub views: HashMap<String, Arc<ServedView>>,
+    pub services: HashMap<String, Arc<FeatureService>>,
+}
+
+/// A feature view with what serving needs precomputed: the Redis hash
+/// fields of every feature and of the view's event timestamp.
+#[derive(Debug)]
+pub struct ServedView {
+    pub view: FeatureView,
+    pub project: String,
+    /// `murmur3("<view>:<feature>")` for each feature, in feature order.
+    pub feature_fields: Vec<[u8; 4]>,
+    /// `_ts:<view>`.
+    pub ts_field: Vec<u8>,
+    /// Join keys in the order Feast serializes them (sorted by name); the
+    /// dummy key for a view without entities.
+    pub key_columns: Vec<JoinKey>,
+    feature_index: HashMap<String, usize>,
+}
+
+impl ServedView {
+    fn new(view: FeatureView, project: String) -> Self {
+        let feature_fields = view
+            .features
+            .iter()
+            .map(|f| layout::feature_field(&view.name, &f.name))
+            .collect();
+        let ts_field = layout::timestamp_field(&view.name);
+        let key_columns = if view.join_keys.is_empty() {
+            vec![JoinKey {
+                name: DUMMY_JOIN_KEY.to_owned(),
+                value_type: ValueType::String,
+            }]
+        } else {
+            view.join_keys.clone()
+        };
+        let feature_index = view
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        ServedView {
+            view,
+            project,
+            feature_fields,
+            ts_field,
+            key_columns,
+            feature_index,
+        }
+    }
+
+    pub fn feature_index(&self, feature: &str) -> Option<usize> {
+        self.feature_index.get(feature).copied()
+    }
+
+    pub fn has_entities(&self) -> bool {
+        !self.view.join_keys.is_empty()
+    }
+}
+
+impl RegistrySnapshot {
+    /// Builds a snapshot, checking every reference between objects.
+    /// `projects` overrides the Feast project name of a namespace.
+    pub fn build(
+        objects: Vec<Located>,
+        version: u64,
+        projects: &BTreeMap<String, String>,
+    ) -> Result<Self, DefinitionError> {
+        let mut namespaces: HashMap<String, NamespaceDefs> = HashMap::new();
+        let mut views: Vec<(ObjectId, FeatureView)> = Vec::new();
+        let mut services: Vec<(ObjectId, FeatureService)> = Vec::new();
+        let mut seen: HashMap<(String, String, String), ObjectId> = HashMap::new();
+
+        for Located { id, object } in objects {
+            let key = (id.kind.clone(), id.namespace.clone(), id.name.clone());
+            if let Some(first) = seen.get(&key) {
+                return Err(DefinitionError::new(
+                    &id,
+                    "metadata.name",
+                    format!("defined twice (first in {})", first.origin),
+                ));
+            }
+            seen.insert(key, id.clone());
+            let ns = namespaces
+                .entry(id.namespace.clone())
+                .or_insert_with(|| NamespaceDefs {
+                    name: id.namespace.clone(),
+                    project: projects
+                        .get(&id.namespace)
+                        .cloned()
+                        .unwrap_or_else(|| default_project_for(&id.namespace)),
+                    entities: BTreeMap::new(),
+                    sources: BTreeMap::new(),
+                    views: HashMap::new(),
+                    services: HashMap::new(),
+                });
+            match object {
+                Object::Entity(e) => {
+                    ns.entities.insert(e.name.clone(), e);
+                }
+                Object::DataSource(s) => {
+                    ns.sources.insert(s.name.clone(), s);
+                }
+                Object::FeatureView(v) => views.push((id, v)),
+                Object::FeatureService(s) => services.push((id, s)),
+            }
+        }
+
+        for (id, mut view) in views {
+            let ns = namespaces
+                .get_mut(&id.namespace)
+                .expect("namespace inserted above");
+            let mut join_keys: Vec<JoinKey> = Vec::new();
+            for (i, entity_name) in view.entities.iter().enumerate() {
+                let entity = ns.entities.get(entity_name).ok_or_else(|| {
+                    DefinitionError::new(
+                        &id,
+                        &format!("spec.entities[{i}]"),
+                        format!("no entity {entity_name:?} in namespace {}", id.namespace),
+                    )
+                })?;
+                for jk in &entity.join_keys {
+                    if join_keys.iter().any(|k| k.name == jk.name) {
+                        return Err(DefinitionError::new(
+                            &id,
+                            &format!("spec.entities[{i}]"),
+                            format!("join key {:?} appears in two entities", jk.name),
+                        ));
+                    }
+                    join_keys.push(jk.clone());
+                }
+            }
+            join_keys.sort_by(|a, b| a.name.cmp(&b.name));
+            view.join_keys = join_keys;
+            if let Some(source) = &view.source
+                && !ns.sources.contains_key(source)
+            {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.source",
+                    format!("no data source {source:?} in namespace {}", id.namespace),
+                ));
+            }
+            let served = ServedView::new(view, ns.project.clone());
+            ns.views.insert(served.view.name.clone(), Arc::new(served));
+        }
+
+        for (id, service) in services {
+            for (i, r) in service.features.iter().enumerate() {
+                let field = format!("spec.features[{i}]");
+                let ns_name = r.namespace.as_deref().unwrap_or(&id.namespace);
+                let view = namespaces
+                    .get(ns_name)
+                    .and_then(|ns| ns.views.get(&r.view))
+                    .ok_or_else(|| {
+                        DefinitionError::new(
+                            &id,
+                            &field,
+                            format!("no feature view {:?} in namespace {ns_name}", r.view),
+                        )
+                    })?;
+                if view.feature_index(&r.feature).is_none() {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &field,
+                        format!("feature view {:?} has no feature {:?}", r.view, r.feature),
+                    ));
+                }
+            }
+            let ns = namespaces
+                .get_mut(&id.namespace)
+                .expect("namespace inserted above");
+            ns.services.insert(service.name.clone(), Arc::new(service));
+        }
+
+        Ok(RegistrySnapshot {
+            version,
+            namespaces,
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceDefs> {
+        self.namespaces.get(name)
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceDefs> {
+        self.namespaces.values()
+    }
+
+    pub fn view(&self, namespace: &str, name: &str) -> Option<&Arc<ServedView>> {
+        self.namespaces.get(namespace)?.views.get(name)
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<FeatureService>> {
+        self.namespaces.get(namespace)?.services.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definitions::parse_documents;
+
+    fn build(text: &str) -> Result<RegistrySnapshot, DefinitionError> {
+        RegistrySnapshot::build(parse_documents("t.yaml", text)?, 1, &BTreeMap::new())
+    }
+
+    const BASE: &str = r#"
+apiVersion: features.kubeflow.org/v1
+kind: Entity
+metadata: { name: driver, namespace: kubeflow-alice }
+spec: { joinKeys: [{ name: driver_id, valueType: INT64 }] }
+---
+apiVersion: features.kubeflow.org/v1
+kind: Entity
+metadata: { name: rider, namespace: kubeflow-alice }
+spec: { joinKeys: [{ name: rider_name, valueType: STRING }] }
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: driver_rider_fv, namespace: kubeflow-alice }
+spec:
+  entities: [rider, driver]
+  features: [{ name: rides_together, valueType: INT64 }]
+"#;
+
+    #[test]
+    fn resolves_join_keys_sorted() {
+        let snap = build(BASE).unwrap();
+        let v = snap.view("kubeflow-alice", "driver_rider_fv").unwrap();
+        let names: Vec<_> = v.key_columns.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["driver_id", "rider_name"]);
+        assert_eq!(v.project, "kubeflow_alice");
+        assert_eq!(v.ts_field, b"_ts:driver_rider_fv");
+    }
+
+    #[test]
+    fn unknown_entity_is_named() {
+        let err = build(&BASE.replace("[rider, driver]", "[rider, drivr]")).unwrap_err();
+        assert_eq!(err.field, "spec.entities[1]");
+        assert!(err.message.contains("drivr"));
+    }
+
+    #[test]
+    fn service_refs_must_resolve() {
+        let svc = r#"
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureService
+metadata: { name: svc, namespace: kubeflow-alice }
+spec: { features: ["driver_rider_fv:nope"] }
+"#;
+        let err = build(&format!("{BASE}{svc}")).unwrap_err();
+        assert_eq!(err.field, "spec.features[0]");
+        assert!(err.message.contains("nope"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let dup = BASE.split("---").next().unwrap();
+        let err = build(&format!("{BASE}---{dup}")).unwrap_err();
+        assert!(err.message.contains("defined twice"));
+    }
+}

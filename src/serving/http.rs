@@ -1,0 +1,272 @@
+//! Feast's HTTP JSON feature server API (what KServe's Feast transformer
+//! calls), plus health, readiness and Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use crate::model::{EventTime, FieldStatus, Value};
+
+use super::grpc::NAMESPACE_HEADER;
+use super::{Column, FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
+
+/// The HTTP routes of the feature server.
+pub fn routes(server: Arc<FeatureServer>) -> Router {
+    let max = server.settings().max_request_bytes;
+    Router::new()
+        .route("/get-online-features", post(get_online_features))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        // Bodies over the limit get 413 before they are read whole.
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(server)
+}
+
+#[derive(Deserialize)]
+struct GetOnlineFeaturesBody {
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    #[serde(default)]
+    entities: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    full_feature_names: bool,
+}
+
+fn json_to_value(column: &str, row: usize, v: serde_json::Value) -> Result<Value, ServingError> {
+    Ok(match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(b),
+        serde_json::Value::String(s) => Value::String(s),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int64(i),
+            None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        other => {
+            return Err(ServingError::InvalidArgument(format!(
+                "entity column {column:?}, row {row}: {other} is not a scalar value"
+            )));
+        }
+    })
+}
+
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<OnlineRequest, ServingError> {
+    let body: GetOnlineFeaturesBody = serde_json::from_slice(body)
+        .map_err(|e| ServingError::InvalidArgument(format!("request body: {e}")))?;
+    let features = match (body.features, body.feature_service) {
+        (Some(_), Some(_)) => {
+            return Err(ServingError::InvalidArgument(
+                "give either `features` or `feature_service`, not both".into(),
+            ));
+        }
+        (Some(refs), None) => FeatureSelection::Refs(refs),
+        (None, Some(service)) => FeatureSelection::Service(service),
+        (None, None) => {
+            return Err(ServingError::InvalidArgument(
+                "the request names neither `features` nor a `feature_service`".into(),
+            ));
+        }
+    };
+    let mut entities = Vec::with_capacity(body.entities.len());
+    for (name, column) in body.entities {
+        let serde_json::Value::Array(values) = column else {
+            return Err(ServingError::InvalidArgument(format!(
+                "entity column {name:?} must be a list of values, one per row"
+            )));
+        };
+        let values = values
+            .into_iter()
+            .enumerate()
+            .map(|(row, v)| json_to_value(&name, row, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        entities.push((name, values));
+    }
+    entities.sort_by(|a, b| a.0.cmp(&b.0));
+    let namespace = match headers.get(NAMESPACE_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ServingError::InvalidArgument(format!("{NAMESPACE_HEADER} is not ASCII"))
+                })?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(OnlineRequest {
+        features,
+        entities,
+        full_feature_names: body.full_feature_names,
+        namespace,
+        untyped_integers: true,
+    })
+}
+
+async fn get_online_features(
+    State(server): State<Arc<FeatureServer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_request(&headers, &body) {
+        Ok(r) => r,
+        Err(e) => {
+            server
+                .metrics()
+                .requests
+                .get_or_create(&crate::telemetry::RequestLabels {
+                    api: "http",
+                    method: "GetOnlineFeatures",
+                    code: e.code(),
+                })
+                .inc();
+            return e.into_response();
+        }
+    };
+    match server.get_online_features("http", request, None).await {
+        Ok(response) => {
+            let body = serde_json::to_vec(&JsonResponse(&response))
+                .map_err(|e| ServingError::Internal(e.to_string()));
+            match body {
+                Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ready(State(server): State<Arc<FeatureServer>>) -> Response {
+    match server.ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(server): State<Arc<FeatureServer>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        server.metrics().encode(),
+    )
+        .into_response()
+}
+
+/// Feast's JSON response shape, written straight from the domain response.
+pub struct JsonResponse<'a>(pub &'a OnlineResponse);
+
+struct Metadata<'a>(&'a [String]);
+struct Results<'a>(&'a [Column]);
+struct JsonColumn<'a>(&'a Column);
+struct Values<'a>(&'a [Value]);
+struct Statuses<'a>(&'a [FieldStatus]);
+struct Times<'a>(&'a [EventTime]);
+struct JsonValue<'a>(&'a Value);
+struct Base64List<'a>(&'a [Vec<u8>]);
+
+impl Serialize for JsonResponse<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("metadata", &Metadata(&self.0.names))?;
+        m.serialize_entry("results", &Results(&self.0.columns))?;
+        m.end()
+    }
+}
+
+impl Serialize for Metadata<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("feature_names", self.0)?;
+        m.end()
+    }
+}
+
+impl Serialize for Results<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(JsonColumn))
+    }
+}
+
+impl Serialize for JsonColumn<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("values", &Values(&self.0.values))?;
+        m.serialize_entry("statuses", &Statuses(&self.0.statuses))?;
+        m.serialize_entry("event_timestamps", &Times(&self.0.event_times))?;
+        m.end()
+    }
+}
+
+impl Serialize for Values<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(JsonValue))
+    }
+}
+
+impl Serialize for Statuses<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|st| match st {
+            FieldStatus::Invalid => "INVALID",
+            FieldStatus::Present => "PRESENT",
+            FieldStatus::NullValue => "NULL_VALUE",
+            FieldStatus::NotFound => "NOT_FOUND",
+            FieldStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+        }))
+    }
+}
+
+impl Serialize for Times<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|t| prost_types::Timestamp::from(*t).to_string()),
+        )
+    }
+}
+
+impl Serialize for Base64List<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for b in self.0 {
+            seq.serialize_element(&base64::engine::general_purpose::STANDARD.encode(b))?;
+        }
+        seq.end()
+    }
+}
+
+/// Plain JSON values; bytes as base64, timestamps as epoch seconds,
+/// non-finite floats as null (JSON has no NaN).
+impl Serialize for JsonValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_none(),
+            Value::Bytes(b) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            Value::String(v) => s.serialize_str(v),
+            Value::Int32(v) => s.serialize_i32(*v),
+            Value::Int64(v) | Value::UnixTimestamp(v) => s.serialize_i64(*v),
+            Value::Double(v) => s.serialize_f64(*v),
+            Value::Float(v) => s.serialize_f32(*v),
+            Value::Bool(v) => s.serialize_bool(*v),
+            Value::BytesList(v) => Base64List(v).serialize(s),
+            Value::StringList(v) => v.serialize(s),
+            Value::Int32List(v) => v.serialize(s),
+            Value::Int64List(v) | Value::UnixTimestampList(v) => v.serialize(s),
+            Value::DoubleList(v) => v.serialize(s),
+            Value::FloatList(v) => v.serialize(s),
+            Value::BoolList(v) => v.serialize(s),
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! GetOnlineFeatures in domain terms: resolve the request against the
+//! snapshot, plan one read of the online store, and assemble the columnar
+//! response. Transports convert to and from their wire shapes around this.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::model::{EventTime, FeatureRef, FieldStatus, Value, ValueType};
+use crate::online::{KeyRead, OnlineStore, codec, layout};
+use crate::registry::{RegistrySnapshot, ServedView};
+
+use super::ServingError;
+
+/// Which features a request asks for.
+#[derive(Debug, Clone)]
+pub enum FeatureSelection {
+    /// Feature references, `[namespace/]view:feature`.
+    Refs(Vec<String>),
+    /// A feature service name, `[namespace/]name`.
+    Service(String),
+}
+
+/// A GetOnlineFeatures request in domain terms.
+#[derive(Debug, Clone)]
+pub struct OnlineRequest {
+    pub features: FeatureSelection,
+    /// Entity columns: join key name and one value per entity row.
+    pub entities: Vec<(String, Vec<Value>)>,
+    pub full_feature_names: bool,
+    /// The namespace of unqualified refs, from the request's
+    /// `x-larder-namespace` header; the server's default when absent.
+    pub namespace: Option<String>,
+    /// Entity integers came from JSON and have no width of their own: an
+    /// INT64 value may fill an INT32 join key when it fits.
+    pub untyped_integers: bool,
+}
+
+/// One output column: a value, status and event time per entity row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub values: Vec<Value>,
+    pub statuses: Vec<FieldStatus>,
+    pub event_times: Vec<EventTime>,
+}
+
+/// The columnar response: join-key columns first, then the requested
+/// features in the requested order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineResponse {
+    pub names: Vec<String>,
+    pub columns: Vec<Column>,
+}
+
+/// Limits on one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_entity_rows: usize,
+    pub max_features: usize,
+}
+
+/// A requested feature, resolved.
+struct Output {
+    view: usize,
+    feature: usize,
+    name: String,
+}
+
+/// A requested view and where its fields sit in its group's field list.
+struct ViewPlan {
+    served: Arc<ServedView>,
+    group: usize,
+    ts_pos: usize,
+    /// Field list position of each of the view's features that is asked
+    /// for (by feature index).
+    feature_pos: HashMap<usize, usize>,
+}
+
+/// Views stored under the same entity key: same project and join keys.
+struct KeyGroup<'a> {
+    project: &'a str,
+    served: Arc<ServedView>,
+    fields: Vec<&'a [u8]>,
+    /// For each entity row, its index in the list of keys read.
+    row_key: Vec<usize>,
+}
+
+/// Resolves, reads and assembles one request.
+pub async fn get_online_features(
+    snapshot: &RegistrySnapshot,
+    store: &OnlineStore,
+    default_namespace: &str,
+    limits: Limits,
+    request: OnlineRequest,
+    deadline: Option<Instant>,
+) -> Result<OnlineResponse, ServingError> {
+    let namespace = request.namespace.as_deref().unwrap_or(default_namespace);
+    let refs = expand_selection(snapshot, namespace, &request.features)?;
+    if refs.is_empty() {
+        return Err(ServingError::InvalidArgument(
+            "the request names no features".into(),
+        ));
+    }
+    if refs.len() > limits.max_features {
+        return Err(ServingError::TooLarge(format!(
+            "the request asks for {} features; the limit is {}",
+            refs.len(),
+            limits.max_features
+        )));
+    }
+
+    // Resolve every ref to (view, feature), deduplicating views.
+    let mut views: Vec<ViewPlan> = Vec::new();
+    let mut outputs: Vec<Output> = Vec::with_capacity(refs.len());
+    for r in &refs {
+        let ns = r.namespace.as_deref().unwrap_or(namespace);
+        let Some(defs) = snapshot.namespace(ns) else {
+            return Err(ServingError::NotFound(format!(
+                "feature {r}: namespace {ns:?} has no feature definitions"
+            )));
+        };
+        let Some(served) = defs.views.get(&r.view) else {
+            return Err(ServingError::NotFound(format!(
+                "feature {r}: no feature view {:?} in namespace {ns:?}",
+                r.view
+            )));
+        };
+        let Some(feature) = served.feature_index(&r.feature) else {
+            return Err(ServingError::NotFound(format!(
+                "feature {r}: feature view {:?} has no feature {:?}",
+                r.view, r.feature
+            )));
+        };
+        let view = match views.iter().position(|v| Arc::ptr_eq(&v.served, served)) {
+            Some(i) => i,
+            None => {
+                views.push(ViewPlan {
+                    served: served.clone(),
+                    group: usize::MAX,
+                    ts_pos: 0,
+                    feature_pos: HashMap::new(),
+                });
+                views.len() - 1
+            }
+        };
+        let name = if request.full_feature_names {
+            format!("{}__{}", r.view, r.feature)
+        } else {
+            r.feature.clone()
+        };
+        outputs.push(Output {
+            view,
+            feature,
+            name,
+        });
+    }
+    if !request.full_feature_names {
+        let mut seen = std::collections::HashSet::new();
+        for o in &outputs {
+            if !seen.insert(o.name.as_str()) {
+                return Err(ServingError::InvalidArgument(format!(
+                    "feature name {:?} is requested from more than one view or more than once; \
+                     set full_feature_names to tell them apart",
+                    o.name
+                )));
+            }
+        }
+    }
+
+    // Entity rows: equal lengths, within limits.
+    let rows = match request.entities.first() {
+        Some((_, values)) => values.len(),
+        None => 0,
+    };
+    for (name, values) in &request.entities {
+        if values.len() != rows {
+            return Err(ServingError::InvalidArgument(format!(
+                "entity column {name:?} has {} values but column {:?} has {rows}; \
+                 every entity column needs one value per row",
+                values.len(),
+                request.entities[0].0
+            )));
+        }
+    }
+    let needs_entities = views.iter().any(|v| v.served.has_entities());
+    if rows == 0 && needs_entities {
+        return Err(ServingError::InvalidArgument(
+            "the request has no entity rows".into(),
+        ));
+    }
+    let rows = rows.max(1);
+    if rows > limits.max_entity_rows {
+        return Err(ServingError::TooLarge(format!(
+            "the request has {rows} entity rows; the limit is {}",
+            limits.max_entity_rows
+        )));
+    }
+
+    // Group views by stored key, and check and convert the join key columns
+    // each group needs.
+    // The views' Arcs, held apart from the plans so that the field bytes
+    // read below can be borrowed from the snapshot while plans are filled.
+    let served: Vec<Arc<ServedView>> = views.iter().map(|v| v.served.clone()).collect();
+    let mut groups: Vec<KeyGroup> = Vec::new();
+    let mut key_columns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut reads: Vec<KeyRead> = Vec::new();
+    let mut key_index: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (plan, view) in views.iter_mut().zip(&served) {
+        let existing = groups
+            .iter()
+            .position(|g| g.project == view.project && g.served.key_columns == view.key_columns);
+        plan.group = existing.unwrap_or_else(|| {
+            groups.push(KeyGroup {
+                project: &view.project,
+                served: view.clone(),
+                fields: Vec::new(),
+                row_key: Vec::new(),
+            });
+            groups.len() - 1
+        });
+    }
+    for (v, (plan, view)) in views.iter_mut().zip(&served).enumerate() {
+        let group = &mut groups[plan.group];
+        plan.ts_pos = group.fields.len();
+        group.fields.push(&view.ts_field);
+        for o in outputs.iter().filter(|o| o.view == v) {
+            plan.feature_pos.entry(o.feature).or_insert_with(|| {
+                group.fields.push(&view.feature_fields[o.feature]);
+                group.fields.len() - 1
+            });
+        }
+    }
+    for group in &mut groups {
+        let served = group.served.clone();
+        let names: Vec<&str> = served.key_columns.iter().map(|k| k.name.as_str()).collect();
+        let mut columns: Vec<Vec<Value>> = Vec::with_capacity(names.len());
+        if served.has_entities() {
+            for jk in &served.key_columns {
+                let column = match key_columns.iter().find(|(n, _)| n == &jk.name) {
+                    Some((_, c)) => c.clone(),
+                    None => {
+                        let Some((_, given)) = request.entities.iter().find(|(n, _)| n == &jk.name)
+                        else {
+                            return Err(ServingError::InvalidArgument(format!(
+                                "missing entity column {:?} (join key of feature view {:?})",
+                                jk.name, served.view.name
+                            )));
+                        };
+                        let typed = given
+                            .iter()
+                            .enumerate()
+                            .map(|(row, v)| {
+                                coerce_key(v, jk.value_type, request.untyped_integers).map_err(
+                                    |found| {
+                                        ServingError::InvalidArgument(format!(
+                                            "entity column {:?}, row {row}: expected {}, found {found}",
+                                            jk.name, jk.value_type
+                                        ))
+                                    },
+                                )
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        key_columns.push((jk.name.clone(), typed.clone()));
+                        typed
+                    }
+                };
+                columns.push(column);
+            }
+        } else {
+            columns.push(vec![Value::String(String::new()); rows]);
+        }
+        group.row_key.reserve(rows);
+        let mut row_values: Vec<&Value> = Vec::with_capacity(names.len());
+        for row in 0..rows {
+            row_values.clear();
+            row_values.extend(columns.iter().map(|c| &c[row]));
+            let key = layout::redis_key(&names, &row_values, group.project, store.key_version())
+                .map_err(|e| ServingError::InvalidArgument(e.to_string()))?;
+            let next = reads.len();
+            let index = *key_index.entry(key.clone()).or_insert(next);
+            if index == next {
+                reads.push(KeyRead {
+                    key,
+                    fields: group.fields.clone(),
+                });
+            }
+            group.row_key.push(index);
+        }
+    }
+
+    let results = match deadline {
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(left, store.read(&reads))
+                .await
+                .map_err(|_| ServingError::DeadlineExceeded(left))??
+        }
+        None => store.read(&reads).await?,
+    };
+    if results.len() != reads.len() {
+        return Err(ServingError::Internal(format!(
+            "online store answered {} keys for {} asked",
+            results.len(),
+            reads.len()
+        )));
+    }
+
+    // Event times per (view, key), decoded once.
+    let now = EventTime::now();
+    let mut event_times: Vec<Vec<Option<EventTime>>> = Vec::with_capacity(views.len());
+    for plan in &views {
+        let group = &groups[plan.group];
+        let mut times = vec![None; reads.len()];
+        for &k in &group.row_key {
+            if times[k].is_none() {
+                times[k] = results[k]
+                    .get(plan.ts_pos)
+                    .and_then(|b| b.as_deref())
+                    .map(|b| codec::decode_timestamp(b).unwrap_or(EventTime::EPOCH));
+            }
+        }
+        event_times.push(times);
+    }
+
+    let mut names = Vec::with_capacity(key_columns.len() + outputs.len());
+    let mut columns = Vec::with_capacity(key_columns.len() + outputs.len());
+    key_columns.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, values) in key_columns {
+        names.push(name);
+        columns.push(Column {
+            statuses: vec![FieldStatus::Present; values.len()],
+            event_times: vec![EventTime::EPOCH; values.len()],
+            values,
+        });
+    }
+    for o in outputs {
+        let plan = &views[o.view];
+        let group = &groups[plan.group];
+        let pos = plan.feature_pos[&o.feature];
+        let ttl = plan.served.view.ttl;
+        let mut column = Column {
+            values: Vec::with_capacity(rows),
+            statuses: Vec::with_capacity(rows),
+            event_times: Vec::with_capacity(rows),
+        };
+        for &k in &group.row_key {
+            let stored = results[k].get(pos).and_then(|b| b.as_deref());
+            let ts = event_times[o.view][k];
+            let (value, status, time) = match stored {
+                None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
+                Some(bytes) => {
+                    let time = ts.unwrap_or(EventTime::EPOCH);
+                    match codec::decode_value(bytes) {
+                        Err(_) => (Value::Null, FieldStatus::Invalid, time),
+                        Ok(_) if ttl.is_some_and(|ttl| time.older_than(ttl, now)) => {
+                            (Value::Null, FieldStatus::OutsideMaxAge, time)
+                        }
+                        Ok(Value::Null) => (Value::Null, FieldStatus::NullValue, time),
+                        Ok(v) => (v, FieldStatus::Present, time),
+                    }
+                }
+            };
+            column.values.push(value);
+            column.statuses.push(status);
+            column.event_times.push(time);
+        }
+        names.push(o.name);
+        columns.push(column);
+    }
+    Ok(OnlineResponse { names, columns })
+}
+
+/// Turns a selection into feature references. A service's unqualified refs
+/// belong to the service's own namespace.
+fn expand_selection(
+    snapshot: &RegistrySnapshot,
+    namespace: &str,
+    selection: &FeatureSelection,
+) -> Result<Vec<FeatureRef>, ServingError> {
+    match selection {
+        FeatureSelection::Refs(refs) => refs
+            .iter()
+            .map(|r| FeatureRef::parse(r).map_err(|e| ServingError::InvalidArgument(e.to_string())))
+            .collect(),
+        FeatureSelection::Service(name) => {
+            let (ns, name) = match name.split_once('/') {
+                Some((ns, name)) => (ns, name),
+                None => (namespace, name.as_str()),
+            };
+            if name.is_empty() {
+                return Err(ServingError::InvalidArgument(
+                    "the feature service name is empty".into(),
+                ));
+            }
+            let service = snapshot.service(ns, name).ok_or_else(|| {
+                ServingError::NotFound(format!("no feature service {name:?} in namespace {ns:?}"))
+            })?;
+            Ok(service
+                .features
+                .iter()
+                .map(|r| FeatureRef {
+                    namespace: Some(r.namespace.clone().unwrap_or_else(|| ns.to_owned())),
+                    ..r.clone()
+                })
+                .collect())
+        }
+    }
+}
+
+/// Converts an entity value to its join key's declared type, losslessly.
+fn coerce_key(value: &Value, target: ValueType, untyped_integers: bool) -> Result<Value, String> {
+    if untyped_integers
+        && target == ValueType::Int32
+        && let Value::Int64(i) = value
+    {
+        return i32::try_from(*i)
+            .map(Value::Int32)
+            .map_err(|_| format!("{i}, which does not fit INT32"));
+    }
+    value.clone().coerce_to(target).map_err(|e| match e.found {
+        Some(t) => t.to_string(),
+        None => "a null".to_owned(),
+    })
+}
+
+/// The server-side budget of one request: the client's deadline when it
+/// sent one, capped by the server's own request timeout.
+pub fn effective_deadline(client: Option<Duration>, server: Duration) -> Instant {
+    let budget = client.map_or(server, |c| c.min(server));
+    Instant::now() + budget
+}
