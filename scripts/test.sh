@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# larder's one test command, locally and in CI:
+#
+#   1. scripts/services.sh: installs (apt-get, as root) and starts what is
+#      missing of Redis, PostgreSQL and MariaDB; leaves running ones alone.
+#   2. cargo fmt --check, cargo clippy -D warnings, cargo test: all targets,
+#      with the locked dependency versions, stopping at the first failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_TERM_COLOR=never
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck source=/dev/null
+    . "$HOME/.cargo/env"
+fi
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+step "services"
+bash scripts/services.sh
+
+# The tests start their own redis-server processes (standalone and cluster).
+LARDER_TEST_REDIS_BIN=${LARDER_TEST_REDIS_BIN:-$(command -v redis-server)}
+export LARDER_TEST_REDIS_BIN
+echo "LARDER_TEST_REDIS_BIN=$LARDER_TEST_REDIS_BIN"
+
+# A minimal rustup profile lacks these components.
+if ! cargo fmt --version >/dev/null 2>&1; then
+    step "rustup component add rustfmt"
+    rustup component add rustfmt
+fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+    step "rustup component add clippy"
+    rustup component add clippy
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test --all-targets --locked"
+cargo test --all-targets --locked
