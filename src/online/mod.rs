@@ -63,6 +63,8 @@ pub enum WriteError {
 }
 
 /// The online store larder reads and writes.
+// One per process: the size difference between back ends costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum OnlineStore {
     Redis(RedisStore),
     Sqlite(SqliteStore),

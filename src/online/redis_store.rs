@@ -57,6 +57,8 @@ impl Default for RedisSettings {
     }
 }
 
+// One per store, made once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Standalone {
         client: redis::Client,
