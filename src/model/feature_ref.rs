@@ -19,8 +19,35 @@ pub struct MalformedRef {
     pub reason: &'static str,
 }
 
+/// The parts of a feature reference, borrowed from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefParts<'a> {
+    pub namespace: Option<&'a str>,
+    pub view: &'a str,
+    pub feature: &'a str,
+}
+
 impl FeatureRef {
     pub fn parse(reference: &str) -> Result<FeatureRef, MalformedRef> {
+        let parts = Self::split(reference)?;
+        Ok(FeatureRef {
+            namespace: parts.namespace.map(str::to_owned),
+            view: parts.view.to_owned(),
+            feature: parts.feature.to_owned(),
+        })
+    }
+
+    /// Borrows the parts of this reference.
+    pub fn parts(&self) -> RefParts<'_> {
+        RefParts {
+            namespace: self.namespace.as_deref(),
+            view: &self.view,
+            feature: &self.feature,
+        }
+    }
+
+    /// Splits `[namespace/]view:feature` without copying it.
+    pub fn split(reference: &str) -> Result<RefParts<'_>, MalformedRef> {
         let bad = |reason| MalformedRef {
             reference: reference.to_owned(),
             reason,
@@ -46,11 +73,20 @@ impl FeatureRef {
         if feature.contains(':') || feature.contains('/') || view.contains('/') {
             return Err(bad("more than one ':' or '/'"));
         }
-        Ok(FeatureRef {
-            namespace: namespace.map(str::to_owned),
-            view: view.to_owned(),
-            feature: feature.to_owned(),
+        Ok(RefParts {
+            namespace,
+            view,
+            feature,
         })
+    }
+}
+
+impl fmt::Display for RefParts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ns) = self.namespace {
+            write!(f, "{ns}/")?;
+        }
+        write!(f, "{}:{}", self.view, self.feature)
     }
 }
 

@@ -9,7 +9,7 @@ pub use definitions::{
     DUMMY_JOIN_KEY, Entity, Feature, FeatureService, FeatureView, JoinKey, check_dns1123_label,
     check_object_name, default_project_for,
 };
-pub use feature_ref::{FeatureRef, MalformedRef};
+pub use feature_ref::{FeatureRef, MalformedRef, RefParts};
 pub use value::{EventTime, TypeMismatch, Value, ValueType};
 
 /// How a feature value came back from the online store.

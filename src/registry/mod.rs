@@ -3,4 +3,4 @@
 
 mod snapshot;
 
-pub use snapshot::{NamespaceDefs, RegistrySnapshot, ServedView};
+pub use snapshot::{FastMap, NamespaceDefs, RegistrySnapshot, ServedView};

@@ -2,6 +2,10 @@
 //! with the lookups the serving path needs computed once, up front.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// Maps of the snapshot use a fast, seeded hasher: they are read on every
+/// request and keyed by names.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::definitions::{DataSource, DefinitionError, Located, Object, ObjectId};
@@ -16,7 +20,7 @@ use crate::online::layout;
 #[derive(Debug, Default)]
 pub struct RegistrySnapshot {
     version: u64,
-    namespaces: HashMap<String, NamespaceDefs>,
+    namespaces: FastMap<String, NamespaceDefs>,
 }
 
 /// The definitions of one namespace (one Feast project).
@@ -27,8 +31,8 @@ pub struct NamespaceDefs {
     pub project: String,
     pub entities: BTreeMap<String, Entity>,
     pub sources: BTreeMap<String, DataSource>,
-    pub views: HashMap<String, Arc<ServedView>>,
-    pub services: HashMap<String, Arc<FeatureService>>,
+    pub views: FastMap<String, Arc<ServedView>>,
+    pub services: FastMap<String, Arc<FeatureService>>,
 }
 
 /// A feature view with what serving needs precomputed: the Redis hash
@@ -44,7 +48,10 @@ pub struct ServedView {
     /// Join keys in the order Feast serializes them (sorted by name); the
     /// dummy key for a view without entities.
     pub key_columns: Vec<JoinKey>,
-    feature_index: HashMap<String, usize>,
+    feature_index: FastMap<String, usize>,
+    /// `<view>__<feature>` per feature: output names with full feature
+    /// names.
+    pub full_names: Vec<String>,
 }
 
 impl ServedView {
@@ -69,7 +76,13 @@ impl ServedView {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let full_names = view
+            .features
+            .iter()
+            .map(|f| format!("{}__{}", view.name, f.name))
+            .collect();
         ServedView {
+            full_names,
             view,
             project,
             feature_fields,
@@ -96,7 +109,7 @@ impl RegistrySnapshot {
         version: u64,
         projects: &BTreeMap<String, String>,
     ) -> Result<Self, DefinitionError> {
-        let mut namespaces: HashMap<String, NamespaceDefs> = HashMap::new();
+        let mut namespaces: FastMap<String, NamespaceDefs> = FastMap::default();
         let mut views: Vec<(ObjectId, FeatureView)> = Vec::new();
         let mut services: Vec<(ObjectId, FeatureService)> = Vec::new();
         let mut seen: HashMap<(String, String, String), ObjectId> = HashMap::new();
@@ -121,8 +134,8 @@ impl RegistrySnapshot {
                         .unwrap_or_else(|| default_project_for(&id.namespace)),
                     entities: BTreeMap::new(),
                     sources: BTreeMap::new(),
-                    views: HashMap::new(),
-                    services: HashMap::new(),
+                    views: FastMap::default(),
+                    services: FastMap::default(),
                 });
             match object {
                 Object::Entity(e) => {

@@ -2,13 +2,11 @@
 //! snapshot, plan one read of the online store, and assemble the columnar
 //! response. Transports convert to and from their wire shapes around this.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::model::{EventTime, FeatureRef, FieldStatus, Value, ValueType};
-use crate::online::{KeyRead, OnlineStore, codec, layout};
-use crate::registry::{RegistrySnapshot, ServedView};
+use crate::model::{EventTime, FeatureRef, FieldStatus, RefParts, Value, ValueType};
+use crate::online::{KeyRead, OnlineStore, ReadResult, codec, layout};
+use crate::registry::{FastMap, RegistrySnapshot, ServedView};
 
 use super::ServingError;
 
@@ -67,22 +65,43 @@ struct Output {
 }
 
 /// A requested view and where its fields sit in its group's field list.
-struct ViewPlan {
-    served: Arc<ServedView>,
+struct ViewPlan<'a> {
+    served: &'a ServedView,
     group: usize,
     ts_pos: usize,
-    /// Field list position of each of the view's features that is asked
-    /// for (by feature index).
-    feature_pos: HashMap<usize, usize>,
+    /// (feature index, field list position) of each feature asked for.
+    feature_pos: Vec<(usize, usize)>,
+}
+
+impl ViewPlan<'_> {
+    fn position_of(&self, feature: usize) -> usize {
+        self.feature_pos
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .map(|(_, p)| *p)
+            .expect("every output's feature is planned")
+    }
 }
 
 /// Views stored under the same entity key: same project and join keys.
 struct KeyGroup<'a> {
-    project: &'a str,
-    served: Arc<ServedView>,
+    served: &'a ServedView,
     fields: Vec<&'a [u8]>,
     /// For each entity row, its index in the list of keys read.
     row_key: Vec<usize>,
+}
+
+/// A request resolved against a snapshot: what to read, and how to turn
+/// what comes back into the response. Borrows field names from the
+/// snapshot, so planning copies no definitions.
+pub struct Plan<'a> {
+    views: Vec<ViewPlan<'a>>,
+    groups: Vec<KeyGroup<'a>>,
+    outputs: Vec<Output>,
+    key_columns: Vec<(String, Vec<Value>)>,
+    rows: usize,
+    /// The keys and fields to read, one entry per distinct stored key.
+    pub reads: Vec<KeyRead<'a>>,
 }
 
 /// Resolves, reads and assembles one request.
@@ -94,6 +113,33 @@ pub async fn get_online_features(
     request: OnlineRequest,
     deadline: Option<Instant>,
 ) -> Result<OnlineResponse, ServingError> {
+    let plan = plan(
+        snapshot,
+        default_namespace,
+        limits,
+        request,
+        store.key_version(),
+    )?;
+    let results = match deadline {
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(left, store.read(&plan.reads))
+                .await
+                .map_err(|_| ServingError::DeadlineExceeded(left))??
+        }
+        None => store.read(&plan.reads).await?,
+    };
+    plan.assemble(&results, EventTime::now())
+}
+
+/// Resolves a request against the snapshot and plans its one read.
+pub fn plan<'a>(
+    snapshot: &'a RegistrySnapshot,
+    default_namespace: &str,
+    limits: Limits,
+    request: OnlineRequest,
+    key_version: layout::KeyVersion,
+) -> Result<Plan<'a>, ServingError> {
     let namespace = request.namespace.as_deref().unwrap_or(default_namespace);
     let refs = expand_selection(snapshot, namespace, &request.features)?;
     if refs.is_empty() {
@@ -109,44 +155,55 @@ pub async fn get_online_features(
         )));
     }
 
-    // Resolve every ref to (view, feature), deduplicating views.
-    let mut views: Vec<ViewPlan> = Vec::new();
+    // Resolve every ref to (view, feature), deduplicating views. Refs of
+    // one view usually come together, so the last view is checked first.
+    let mut views: Vec<ViewPlan<'a>> = Vec::new();
     let mut outputs: Vec<Output> = Vec::with_capacity(refs.len());
+    let mut last: Option<(RefParts, usize)> = None;
     for r in &refs {
-        let ns = r.namespace.as_deref().unwrap_or(namespace);
-        let Some(defs) = snapshot.namespace(ns) else {
-            return Err(ServingError::NotFound(format!(
-                "feature {r}: namespace {ns:?} has no feature definitions"
-            )));
+        let view = match last {
+            Some((l, v)) if l.view == r.view && l.namespace == r.namespace => v,
+            _ => {
+                let ns = r.namespace.unwrap_or(namespace);
+                let Some(defs) = snapshot.namespace(ns) else {
+                    return Err(ServingError::NotFound(format!(
+                        "feature {r}: namespace {ns:?} has no feature definitions"
+                    )));
+                };
+                let Some(served) = defs.views.get(r.view) else {
+                    return Err(ServingError::NotFound(format!(
+                        "feature {r}: no feature view {:?} in namespace {ns:?}",
+                        r.view
+                    )));
+                };
+                let served: &'a ServedView = served;
+                let v = match views.iter().position(|v| std::ptr::eq(v.served, served)) {
+                    Some(i) => i,
+                    None => {
+                        views.push(ViewPlan {
+                            served,
+                            group: usize::MAX,
+                            ts_pos: 0,
+                            feature_pos: Vec::new(),
+                        });
+                        views.len() - 1
+                    }
+                };
+                last = Some((*r, v));
+                v
+            }
         };
-        let Some(served) = defs.views.get(&r.view) else {
-            return Err(ServingError::NotFound(format!(
-                "feature {r}: no feature view {:?} in namespace {ns:?}",
-                r.view
-            )));
-        };
-        let Some(feature) = served.feature_index(&r.feature) else {
+        let served = views[view].served;
+        let Some(feature) = served.feature_index(r.feature) else {
             return Err(ServingError::NotFound(format!(
                 "feature {r}: feature view {:?} has no feature {:?}",
                 r.view, r.feature
             )));
         };
-        let view = match views.iter().position(|v| Arc::ptr_eq(&v.served, served)) {
-            Some(i) => i,
-            None => {
-                views.push(ViewPlan {
-                    served: served.clone(),
-                    group: usize::MAX,
-                    ts_pos: 0,
-                    feature_pos: HashMap::new(),
-                });
-                views.len() - 1
-            }
-        };
         let name = if request.full_feature_names {
-            format!("{}__{}", r.view, r.feature)
+            served.full_names[feature].clone()
         } else {
-            r.feature.clone()
+            served.view.features[feature].name.clone()
         };
         outputs.push(Output {
             view,
@@ -155,7 +212,7 @@ pub async fn get_online_features(
         });
     }
     if !request.full_feature_names {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::with_capacity(outputs.len());
         for o in &outputs {
             if !seen.insert(o.name.as_str()) {
                 return Err(ServingError::InvalidArgument(format!(
@@ -168,10 +225,10 @@ pub async fn get_online_features(
     }
 
     // Entity rows: equal lengths, within limits.
-    let rows = match request.entities.first() {
-        Some((_, values)) => values.len(),
-        None => 0,
-    };
+    let rows = request
+        .entities
+        .first()
+        .map_or(0, |(_, values)| values.len());
     for (name, values) in &request.entities {
         if values.len() != rows {
             return Err(ServingError::InvalidArgument(format!(
@@ -196,48 +253,47 @@ pub async fn get_online_features(
         )));
     }
 
-    // Group views by stored key, and check and convert the join key columns
-    // each group needs.
-    // The views' Arcs, held apart from the plans so that the field bytes
-    // read below can be borrowed from the snapshot while plans are filled.
-    let served: Vec<Arc<ServedView>> = views.iter().map(|v| v.served.clone()).collect();
-    let mut groups: Vec<KeyGroup> = Vec::new();
-    let mut key_columns: Vec<(String, Vec<Value>)> = Vec::new();
-    let mut reads: Vec<KeyRead> = Vec::new();
-    let mut key_index: HashMap<Vec<u8>, usize> = HashMap::new();
-    for (plan, view) in views.iter_mut().zip(&served) {
-        let existing = groups
-            .iter()
-            .position(|g| g.project == view.project && g.served.key_columns == view.key_columns);
+    // Group views by stored key; list each group's fields once.
+    let mut groups: Vec<KeyGroup<'a>> = Vec::new();
+    for (v, plan) in views.iter_mut().enumerate() {
+        let served = plan.served;
+        let existing = groups.iter().position(|g| {
+            g.served.project == served.project && g.served.key_columns == served.key_columns
+        });
         plan.group = existing.unwrap_or_else(|| {
             groups.push(KeyGroup {
-                project: &view.project,
-                served: view.clone(),
+                served,
                 fields: Vec::new(),
-                row_key: Vec::new(),
+                row_key: Vec::with_capacity(rows),
             });
             groups.len() - 1
         });
-    }
-    for (v, (plan, view)) in views.iter_mut().zip(&served).enumerate() {
         let group = &mut groups[plan.group];
         plan.ts_pos = group.fields.len();
-        group.fields.push(&view.ts_field);
+        group.fields.push(&served.ts_field);
         for o in outputs.iter().filter(|o| o.view == v) {
-            plan.feature_pos.entry(o.feature).or_insert_with(|| {
-                group.fields.push(&view.feature_fields[o.feature]);
-                group.fields.len() - 1
-            });
+            if !plan.feature_pos.iter().any(|(f, _)| *f == o.feature) {
+                plan.feature_pos.push((o.feature, group.fields.len()));
+                group.fields.push(&served.feature_fields[o.feature]);
+            }
         }
     }
+
+    // Check and convert the join-key columns each group needs, and build
+    // one read per distinct stored key.
+    let mut key_columns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut reads: Vec<KeyRead<'a>> = Vec::new();
+    let mut key_index: FastMap<Vec<u8>, usize> = FastMap::default();
     for group in &mut groups {
-        let served = group.served.clone();
+        let served = group.served;
         let names: Vec<&str> = served.key_columns.iter().map(|k| k.name.as_str()).collect();
-        let mut columns: Vec<Vec<Value>> = Vec::with_capacity(names.len());
+        let mut columns: Vec<usize> = Vec::with_capacity(names.len());
+        // A view without entities is stored under Feast's dummy key.
+        let dummy = (!served.has_entities()).then(|| Value::String(String::new()));
         if served.has_entities() {
             for jk in &served.key_columns {
-                let column = match key_columns.iter().find(|(n, _)| n == &jk.name) {
-                    Some((_, c)) => c.clone(),
+                let index = match key_columns.iter().position(|(n, _)| n == &jk.name) {
+                    Some(i) => i,
                     None => {
                         let Some((_, given)) = request.entities.iter().find(|(n, _)| n == &jk.name)
                         else {
@@ -260,127 +316,136 @@ pub async fn get_online_features(
                                 )
                             })
                             .collect::<Result<Vec<_>, _>>()?;
-                        key_columns.push((jk.name.clone(), typed.clone()));
-                        typed
+                        key_columns.push((jk.name.clone(), typed));
+                        key_columns.len() - 1
                     }
                 };
-                columns.push(column);
+                columns.push(index);
             }
-        } else {
-            columns.push(vec![Value::String(String::new()); rows]);
         }
-        group.row_key.reserve(rows);
         let mut row_values: Vec<&Value> = Vec::with_capacity(names.len());
         for row in 0..rows {
             row_values.clear();
-            row_values.extend(columns.iter().map(|c| &c[row]));
-            let key = layout::redis_key(&names, &row_values, group.project, store.key_version())
-                .map_err(|e| ServingError::InvalidArgument(e.to_string()))?;
-            let next = reads.len();
-            let index = *key_index.entry(key.clone()).or_insert(next);
-            if index == next {
-                reads.push(KeyRead {
-                    key,
-                    fields: group.fields.clone(),
-                });
+            match &dummy {
+                Some(d) => row_values.push(d),
+                None => row_values.extend(columns.iter().map(|c| &key_columns[*c].1[row])),
             }
+            let key = layout::redis_key(&names, &row_values, &served.project, key_version)
+                .map_err(|e| ServingError::InvalidArgument(e.to_string()))?;
+            let index = match key_index.get(&key) {
+                Some(i) => *i,
+                None => {
+                    key_index.insert(key.clone(), reads.len());
+                    reads.push(KeyRead {
+                        key,
+                        fields: group.fields.clone(),
+                    });
+                    reads.len() - 1
+                }
+            };
             group.row_key.push(index);
         }
     }
-
-    let results = match deadline {
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::timeout(left, store.read(&reads))
-                .await
-                .map_err(|_| ServingError::DeadlineExceeded(left))??
-        }
-        None => store.read(&reads).await?,
-    };
-    if results.len() != reads.len() {
-        return Err(ServingError::Internal(format!(
-            "online store answered {} keys for {} asked",
-            results.len(),
-            reads.len()
-        )));
-    }
-
-    // Event times per (view, key), decoded once.
-    let now = EventTime::now();
-    let mut event_times: Vec<Vec<Option<EventTime>>> = Vec::with_capacity(views.len());
-    for plan in &views {
-        let group = &groups[plan.group];
-        let mut times = vec![None; reads.len()];
-        for &k in &group.row_key {
-            if times[k].is_none() {
-                times[k] = results[k]
-                    .get(plan.ts_pos)
-                    .and_then(|b| b.as_deref())
-                    .map(|b| codec::decode_timestamp(b).unwrap_or(EventTime::EPOCH));
-            }
-        }
-        event_times.push(times);
-    }
-
-    let mut names = Vec::with_capacity(key_columns.len() + outputs.len());
-    let mut columns = Vec::with_capacity(key_columns.len() + outputs.len());
     key_columns.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, values) in key_columns {
-        names.push(name);
-        columns.push(Column {
-            statuses: vec![FieldStatus::Present; values.len()],
-            event_times: vec![EventTime::EPOCH; values.len()],
-            values,
-        });
-    }
-    for o in outputs {
-        let plan = &views[o.view];
-        let group = &groups[plan.group];
-        let pos = plan.feature_pos[&o.feature];
-        let ttl = plan.served.view.ttl;
-        let mut column = Column {
-            values: Vec::with_capacity(rows),
-            statuses: Vec::with_capacity(rows),
-            event_times: Vec::with_capacity(rows),
-        };
-        for &k in &group.row_key {
-            let stored = results[k].get(pos).and_then(|b| b.as_deref());
-            let ts = event_times[o.view][k];
-            let (value, status, time) = match stored {
-                None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
-                Some(bytes) => {
-                    let time = ts.unwrap_or(EventTime::EPOCH);
-                    match codec::decode_value(bytes) {
-                        Err(_) => (Value::Null, FieldStatus::Invalid, time),
-                        Ok(_) if ttl.is_some_and(|ttl| time.older_than(ttl, now)) => {
-                            (Value::Null, FieldStatus::OutsideMaxAge, time)
-                        }
-                        Ok(Value::Null) => (Value::Null, FieldStatus::NullValue, time),
-                        Ok(v) => (v, FieldStatus::Present, time),
-                    }
-                }
-            };
-            column.values.push(value);
-            column.statuses.push(status);
-            column.event_times.push(time);
-        }
-        names.push(o.name);
-        columns.push(column);
-    }
-    Ok(OnlineResponse { names, columns })
+    Ok(Plan {
+        views,
+        groups,
+        outputs,
+        key_columns,
+        rows,
+        reads,
+    })
 }
 
-/// Turns a selection into feature references. A service's unqualified refs
-/// belong to the service's own namespace.
-fn expand_selection(
-    snapshot: &RegistrySnapshot,
-    namespace: &str,
-    selection: &FeatureSelection,
-) -> Result<Vec<FeatureRef>, ServingError> {
+impl Plan<'_> {
+    /// Builds the response from what the store returned for `self.reads`.
+    pub fn assemble(
+        self,
+        results: &ReadResult,
+        now: EventTime,
+    ) -> Result<OnlineResponse, ServingError> {
+        if results.len() != self.reads.len() {
+            return Err(ServingError::Internal(format!(
+                "online store answered {} keys for {} asked",
+                results.len(),
+                self.reads.len()
+            )));
+        }
+        // Event times per (view, key), decoded once.
+        let mut event_times: Vec<Vec<Option<EventTime>>> = Vec::with_capacity(self.views.len());
+        for plan in &self.views {
+            let group = &self.groups[plan.group];
+            let mut times = vec![None; results.len()];
+            for &k in &group.row_key {
+                if times[k].is_none() {
+                    times[k] = results[k]
+                        .get(plan.ts_pos)
+                        .and_then(|b| b.as_deref())
+                        .map(|b| codec::decode_timestamp(b).unwrap_or(EventTime::EPOCH));
+                }
+            }
+            event_times.push(times);
+        }
+
+        let width = self.key_columns.len() + self.outputs.len();
+        let mut names = Vec::with_capacity(width);
+        let mut columns = Vec::with_capacity(width);
+        for (name, values) in self.key_columns {
+            names.push(name);
+            columns.push(Column {
+                statuses: vec![FieldStatus::Present; values.len()],
+                event_times: vec![EventTime::EPOCH; values.len()],
+                values,
+            });
+        }
+        for o in self.outputs {
+            let plan = &self.views[o.view];
+            let group = &self.groups[plan.group];
+            let pos = plan.position_of(o.feature);
+            let ttl = plan.served.view.ttl;
+            let mut column = Column {
+                values: Vec::with_capacity(self.rows),
+                statuses: Vec::with_capacity(self.rows),
+                event_times: Vec::with_capacity(self.rows),
+            };
+            for &k in &group.row_key {
+                let stored = results[k].get(pos).and_then(|b| b.as_deref());
+                let (value, status, time) = match stored {
+                    None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
+                    Some(bytes) => {
+                        let time = event_times[o.view][k].unwrap_or(EventTime::EPOCH);
+                        match codec::decode_value(bytes) {
+                            Err(_) => (Value::Null, FieldStatus::Invalid, time),
+                            Ok(_) if ttl.is_some_and(|ttl| time.older_than(ttl, now)) => {
+                                (Value::Null, FieldStatus::OutsideMaxAge, time)
+                            }
+                            Ok(Value::Null) => (Value::Null, FieldStatus::NullValue, time),
+                            Ok(v) => (v, FieldStatus::Present, time),
+                        }
+                    }
+                };
+                column.values.push(value);
+                column.statuses.push(status);
+                column.event_times.push(time);
+            }
+            names.push(o.name);
+            columns.push(column);
+        }
+        Ok(OnlineResponse { names, columns })
+    }
+}
+
+/// Turns a selection into borrowed feature references. A service's
+/// unqualified refs belong to the service's own namespace.
+fn expand_selection<'r>(
+    snapshot: &'r RegistrySnapshot,
+    namespace: &'r str,
+    selection: &'r FeatureSelection,
+) -> Result<Vec<RefParts<'r>>, ServingError> {
     match selection {
         FeatureSelection::Refs(refs) => refs
             .iter()
-            .map(|r| FeatureRef::parse(r).map_err(|e| ServingError::InvalidArgument(e.to_string())))
+            .map(|r| FeatureRef::split(r).map_err(|e| ServingError::InvalidArgument(e.to_string())))
             .collect(),
         FeatureSelection::Service(name) => {
             let (ns, name) = match name.split_once('/') {
@@ -398,9 +463,9 @@ fn expand_selection(
             Ok(service
                 .features
                 .iter()
-                .map(|r| FeatureRef {
-                    namespace: Some(r.namespace.clone().unwrap_or_else(|| ns.to_owned())),
-                    ..r.clone()
+                .map(|r| RefParts {
+                    namespace: Some(r.namespace.as_deref().unwrap_or(ns)),
+                    ..r.parts()
                 })
                 .collect())
         }
