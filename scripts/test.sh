@@ -3,8 +3,9 @@
 #
 #   1. scripts/services.sh: installs (apt-get, as root) and starts what is
 #      missing of Redis, PostgreSQL and MariaDB; leaves running ones alone.
-#   2. cargo fmt --check, cargo clippy -D warnings, cargo test: all targets,
-#      with the locked dependency versions, stopping at the first failure.
+#   2. cargo fmt --check, cargo clippy -D warnings, the benchmarks once as a
+#      smoke test, then cargo test (unit, integration and doc tests), with
+#      the locked dependency versions, stopping at the first failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,5 +47,15 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo test --all-targets --locked"
-cargo test --all-targets --locked
+# Benchmarks run once each, as a smoke test; their numbers are measured
+# with `cargo bench` (docs/PERFORMANCE.md), never asserted in tests.
+step "cargo test --benches --locked (benchmarks run once)"
+cargo test --benches --locked
+
+step "cargo test --locked"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
