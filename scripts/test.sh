@@ -44,8 +44,8 @@ fi
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets --locked -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Benchmarks run once each, as a smoke test; their numbers are measured
 # with `cargo bench` (docs/PERFORMANCE.md), never asserted in tests.

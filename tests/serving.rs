@@ -383,7 +383,10 @@ async fn http_speaks_feasts_json() {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("larder_online_store_read_duration_seconds"));
+    assert!(
+        metrics.contains("larder_online_store_read_duration_seconds_count 4"),
+        "{metrics}"
+    );
     server.shutdown().await;
 }
 
@@ -639,6 +642,9 @@ async fn bad_inputs_get_clear_errors() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("2048"));
     let err = client
         .get_online_features(request(&[&big], &[1]))
         .await

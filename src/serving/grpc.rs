@@ -127,29 +127,49 @@ impl ServingService for GrpcApi {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
-        let metadata = request.metadata();
-        let namespace = match metadata.get(NAMESPACE_HEADER) {
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let request = match self.to_domain(request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.server.record_rejected("grpc", "GetOnlineFeatures", &e);
+                return Err(e.into());
+            }
+        };
+        let response = self
+            .server
+            .get_online_features("grpc", request, deadline)
+            .await?;
+        Ok(Response::new(to_wire(response)))
+    }
+}
+
+impl GrpcApi {
+    /// Checks a request's size and shape and converts it to domain terms.
+    fn to_domain(
+        &self,
+        request: Request<pb::GetOnlineFeaturesRequest>,
+    ) -> Result<OnlineRequest, ServingError> {
+        let namespace = match request.metadata().get(NAMESPACE_HEADER) {
             Some(v) => Some(
                 v.to_str()
                     .map_err(|_| {
-                        Status::invalid_argument(format!("{NAMESPACE_HEADER} is not ASCII"))
+                        ServingError::InvalidArgument(format!("{NAMESPACE_HEADER} is not ASCII"))
                     })?
                     .to_owned(),
             ),
             None => None,
         };
-        let deadline = metadata
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
         let message = request.into_inner();
         let max = self.server.settings().max_request_bytes;
         let size = message.encoded_len();
         if size > max {
             return Err(ServingError::TooLarge(format!(
                 "the request is {size} bytes; the limit is {max}"
-            ))
-            .into());
+            )));
         }
         let features = match message.kind {
             Some(pb::get_online_features_request::Kind::FeatureService(name)) => {
@@ -161,22 +181,16 @@ impl ServingService for GrpcApi {
             None => {
                 return Err(ServingError::InvalidArgument(
                     "the request names neither features nor a feature_service".into(),
-                )
-                .into());
+                ));
             }
         };
-        let request = OnlineRequest {
+        Ok(OnlineRequest {
             features,
             entities: entity_columns(message.entities),
             full_feature_names: message.full_feature_names,
             namespace,
             untyped_integers: false,
-        };
-        let response = self
-            .server
-            .get_online_features("grpc", request, deadline)
-            .await?;
-        Ok(Response::new(to_wire(response)))
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -114,20 +115,24 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<OnlineRequest, Serv
 async fn get_online_features(
     State(server): State<Arc<FeatureServer>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request = match parse_request(&headers, &body) {
+    let parsed = body
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ServingError::TooLarge(format!(
+                    "the request body is larger than the limit of {} bytes",
+                    server.settings().max_request_bytes
+                ))
+            } else {
+                ServingError::InvalidArgument(format!("request body: {rejection}"))
+            }
+        })
+        .and_then(|body| parse_request(&headers, &body));
+    let request = match parsed {
         Ok(r) => r,
         Err(e) => {
-            server
-                .metrics()
-                .requests
-                .get_or_create(&crate::telemetry::RequestLabels {
-                    api: "http",
-                    method: "GetOnlineFeatures",
-                    code: e.code(),
-                })
-                .inc();
+            server.record_rejected("http", "GetOnlineFeatures", &e);
             return e.into_response();
         }
     };
@@ -147,7 +152,7 @@ async fn get_online_features(
 async fn ready(State(server): State<Arc<FeatureServer>>) -> Response {
     match server.ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

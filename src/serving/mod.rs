@@ -120,7 +120,8 @@ impl FeatureServer {
             &self.settings.default_namespace,
             self.settings.limits,
             request,
-            Some(deadline),
+            deadline,
+            |read| self.metrics.store_read_seconds.observe(read.as_secs_f64()),
         )
         .instrument(span.clone())
         .await;
@@ -150,6 +151,11 @@ impl FeatureServer {
         };
         self.record(api, "GetOnlineFeatures", code, elapsed);
         result
+    }
+
+    /// Counts a request the transport refused before it reached the core.
+    pub fn record_rejected(&self, api: &'static str, method: &'static str, e: &ServingError) {
+        self.record(api, method, e.code(), Duration::ZERO);
     }
 
     fn record(&self, api: &'static str, method: &'static str, code: &'static str, d: Duration) {

@@ -104,14 +104,16 @@ pub struct Plan<'a> {
     pub reads: Vec<KeyRead<'a>>,
 }
 
-/// Resolves, reads and assembles one request.
+/// Resolves, reads and assembles one request. `on_read` is told how long
+/// the store read took.
 pub async fn get_online_features(
     snapshot: &RegistrySnapshot,
     store: &OnlineStore,
     default_namespace: &str,
     limits: Limits,
     request: OnlineRequest,
-    deadline: Option<Instant>,
+    deadline: Instant,
+    on_read: impl FnOnce(Duration),
 ) -> Result<OnlineResponse, ServingError> {
     let plan = plan(
         snapshot,
@@ -120,15 +122,12 @@ pub async fn get_online_features(
         request,
         store.key_version(),
     )?;
-    let results = match deadline {
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::timeout(left, store.read(&plan.reads))
-                .await
-                .map_err(|_| ServingError::DeadlineExceeded(left))??
-        }
-        None => store.read(&plan.reads).await?,
-    };
+    let started = Instant::now();
+    let left = deadline.saturating_duration_since(started);
+    let results = tokio::time::timeout(left, store.read(&plan.reads))
+        .await
+        .map_err(|_| ServingError::DeadlineExceeded(left))??;
+    on_read(started.elapsed());
     plan.assemble(&results, EventTime::now())
 }
 
@@ -177,6 +176,12 @@ pub fn plan<'a>(
                     )));
                 };
                 let served: &'a ServedView = served;
+                if !served.view.online {
+                    return Err(ServingError::InvalidArgument(format!(
+                        "feature {r}: feature view {:?} is not served online (online: false)",
+                        r.view
+                    )));
+                }
                 let v = match views.iter().position(|v| std::ptr::eq(v.served, served)) {
                     Some(i) => i,
                     None => {

@@ -254,6 +254,15 @@ spec:
     - { name: note, valueType: STRING }
 ---
 apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: driver_offline_fv, namespace: kubeflow-alice }
+spec:
+  entities: [driver]
+  online: false
+  features:
+    - { name: lifetime_trips, valueType: INT64 }
+---
+apiVersion: features.kubeflow.org/v1
 kind: FeatureService
 metadata: { name: driver_activity, namespace: kubeflow-alice }
 spec:
