@@ -61,7 +61,7 @@ impl Shape {
             ValueType::Float => Value::Float(x as f32 / 3.0),
             ValueType::Int64 => Value::Int64(x as i64),
             ValueType::String => Value::String(format!("city-{x}")),
-            _ => Value::Bool(x % 2 == 0),
+            _ => Value::Bool(x.is_multiple_of(2)),
         }
     }
 
