@@ -128,19 +128,21 @@ for shape in "1 50 loadtest 5" "1 250 loadtest-wide 25" "100 50 loadtest 5"; do
         run "larder-grpc.$s.c$c" "grpc://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --concurrency "$c"
         run "larder-http.$s.c$c" "http://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --concurrency "$c"
         run "floor.$s.c$c" "$REDIS" "$ns" "$views" "$rows" "$features" --concurrency "$c"
+        run "floor-hgetall.$s.c$c" "$REDIS" "$ns" "$views" "$rows" "$features" --concurrency "$c" --read-command hgetall
     done
     for c in 1 2 4 8; do
         run "feast-http.$s.c$c" "http://127.0.0.1:$feast_http" "$ns" "$views" "$rows" "$features" --concurrency "$c"
     done
 done
 
-echo "== open loop: 1,000 requests/s"
-for shape in "1 50 loadtest 5" "100 50 loadtest 5"; do
-    read -r rows features ns views <<<"$shape"
+echo "== open loop: constant rates (1x50 at 1,000/s; 100x50 at 200/s)"
+for shape in "1 50 loadtest 5 1000" "100 50 loadtest 5 200"; do
+    read -r rows features ns views rate <<<"$shape"
     s="${rows}x${features}"
-    run "larder-grpc.$s.r1000" "grpc://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --rate 1000
-    run "larder-http.$s.r1000" "http://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --rate 1000
-    run "floor.$s.r1000" "$REDIS" "$ns" "$views" "$rows" "$features" --rate 1000
+    run "larder-grpc.$s.r$rate" "grpc://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
+    run "larder-http.$s.r$rate" "http://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
+    run "floor.$s.r$rate" "$REDIS" "$ns" "$views" "$rows" "$features" --rate "$rate"
+    run "floor-hgetall.$s.r$rate" "$REDIS" "$ns" "$views" "$rows" "$features" --rate "$rate" --read-command hgetall
 done
 
 echo "== memory: larder RSS across a ${RSS_SECONDS}s run at 1x50, concurrency 16"

@@ -11,8 +11,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
 
-use crate::online::RedisSettings;
 use crate::online::layout::KeyVersion;
+use crate::online::{ReadCommand, RedisSettings};
 use crate::serving::{Limits, ServingSettings};
 
 /// larder's whole configuration.
@@ -105,6 +105,17 @@ pub struct RedisConfig {
     pub entity_key_serialization_version: u8,
     #[serde(with = "duration_text")]
     pub key_ttl: Duration,
+    /// `hmget` (the wanted fields) or `hgetall` (the whole hash).
+    pub read_command: ReadCommandConfig,
+}
+
+/// `online_store.redis.read_command`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadCommandConfig {
+    #[default]
+    Hmget,
+    Hgetall,
 }
 
 impl Default for RedisConfig {
@@ -118,6 +129,7 @@ impl Default for RedisConfig {
             connect_timeout: d.connect_timeout,
             entity_key_serialization_version: d.entity_key_serialization_version.into(),
             key_ttl: d.key_ttl,
+            read_command: ReadCommandConfig::Hmget,
         }
     }
 }
@@ -237,6 +249,10 @@ impl Config {
                 ))
             })?,
             key_ttl: r.key_ttl,
+            read_command: match r.read_command {
+                ReadCommandConfig::Hmget => ReadCommand::Hmget,
+                ReadCommandConfig::Hgetall => ReadCommand::Hgetall,
+            },
         })
     }
 

@@ -358,3 +358,59 @@ async fn sqlite_key_ttl_drops_expired_keys() {
         1
     );
 }
+
+#[tokio::test]
+async fn hgetall_reads_answer_like_hmget() {
+    let redis = RedisServer::start();
+    common::load_golden(&mut redis.conn());
+    let store = |read_command| {
+        OnlineStore::Redis(
+            larder::online::RedisStore::new(larder::online::RedisSettings {
+                url: redis.url(),
+                read_command,
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    };
+    let hmget = store(larder::online::ReadCommand::Hmget);
+    let hgetall = store(larder::online::ReadCommand::Hgetall);
+    let view = daily_view();
+    let rider = layout::feature_field("driver_rider_fv", "rides_together");
+    let missing = layout::feature_field("driver_daily_stats_fv", "no_such_feature");
+    let keys: Vec<Vec<u8>> = [1001i64, 1002, 4242]
+        .iter()
+        .map(|d| {
+            layout::redis_key(
+                &["driver_id"],
+                &[&Value::Int64(*d)],
+                "kubeflow_alice",
+                layout::KeyVersion::V3,
+            )
+            .unwrap()
+        })
+        .collect();
+    let reads: Vec<KeyRead> = keys
+        .iter()
+        .map(|k| KeyRead {
+            key: k.clone(),
+            fields: vec![
+                &view.feature_fields[2],
+                &view.ts_field,
+                &missing,
+                &rider,
+                &view.feature_fields[0],
+            ],
+        })
+        .collect();
+    let a = hmget.read(&reads).await.unwrap();
+    let b = hgetall.read(&reads).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        common::hex(a[0][0].as_deref().unwrap()),
+        "200c",
+        "trips of 1001"
+    );
+    assert_eq!(a[0][2], None);
+    assert_eq!(a[2], vec![None; 5], "an unknown driver has nothing");
+}

@@ -157,7 +157,11 @@ impl Shape {
         let batches = self.entities.div_ceil(BATCH);
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
-            let mut conn = client.get_multiplexed_async_connection().await?;
+            // Large pipelines on a busy server: no response timeout.
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
             let shape = self.clone();
             let (project, now, views, bar) =
                 (project.clone(), now.clone(), views.clone(), bar.clone());

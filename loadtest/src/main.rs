@@ -94,6 +94,14 @@ struct RunArgs {
     /// A name for this run in the output.
     #[arg(long, default_value = "")]
     label: String,
+    /// For the redis:// floor: read with `hmget` (the listed fields) or
+    /// `hgetall` (the whole hash).
+    #[arg(long, default_value = "hmget", value_parser = ["hmget", "hgetall"])]
+    read_command: String,
+    /// gRPC connections to spread requests over (HTTP uses one per request
+    /// in flight).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// Send the namespace header (larder); Feast ignores it.
     #[arg(long, default_value_t = true)]
     namespace_header: bool,
@@ -272,15 +280,23 @@ fn floor_fields(shape: &Shape, count: usize) -> Vec<Vec<u8>> {
     fields
 }
 
-async fn connect(args: &RunArgs) -> Result<Target> {
+/// One sender per connection; workers take them round-robin.
+async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
     let t = &args.target;
-    Ok(if let Some(addr) = t.strip_prefix("grpc://") {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {t}"))?;
-        Target::Grpc(ServingServiceClient::new(channel).max_decoding_message_size(256 << 20))
-    } else if t.starts_with("http://") {
+    if let Some(addr) = t.strip_prefix("grpc://") {
+        let mut targets = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {t}"))?;
+            targets.push(Target::Grpc(
+                ServingServiceClient::new(channel).max_decoding_message_size(256 << 20),
+            ));
+        }
+        return Ok(targets);
+    }
+    Ok(vec![if t.starts_with("http://") {
         let url = format!("{}/get-online-features", t.trim_end_matches('/'));
         Target::Http(
             reqwest::Client::builder()
@@ -289,14 +305,20 @@ async fn connect(args: &RunArgs) -> Result<Target> {
             url,
         )
     } else if t.starts_with("redis://") {
-        let client = redis::Client::open(t.as_str())?;
+        // Nagle off, as larder sets it for its own Redis connections.
+        use redis::IntoConnectionInfo;
+        let info = t
+            .as_str()
+            .into_connection_info()?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         Target::Redis(
             client.get_multiplexed_async_connection().await?,
             Arc::new(floor_fields(&args.shape, args.request_features)),
         )
     } else {
         bail!("--target must start with grpc://, http:// or redis://");
-    })
+    }])
 }
 
 /// Results of one run, shared by the workers.
@@ -335,7 +357,7 @@ async fn run(args: RunArgs) -> Result<()> {
     if args.rate.is_none() && args.concurrency.is_none() {
         bail!("give --rate (open loop) or --concurrency (closed loop)");
     }
-    let target = connect(&args).await?;
+    let targets = connect(&args).await?;
     let args = Arc::new(args);
     let request = Arc::new(Request {
         refs: Arc::new(args.shape.refs(args.request_features)),
@@ -367,7 +389,8 @@ async fn run(args: RunArgs) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut seed = 1u64;
         while let Some(intended) = rx.recv().await {
-            let (mut target, request, tally) = (target.clone(), request.clone(), tally.clone());
+            let mut target = targets[seed as usize % targets.len()].clone();
+            let (request, tally) = (request.clone(), tally.clone());
             seed += 1;
             tasks.spawn(async move {
                 let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -382,7 +405,8 @@ async fn run(args: RunArgs) -> Result<()> {
     } else if let Some(concurrency) = args.concurrency {
         let mut tasks = Vec::new();
         for w in 0..concurrency {
-            let (mut target, request, tally) = (target.clone(), request.clone(), tally.clone());
+            let mut target = targets[w % targets.len()].clone();
+            let (request, tally) = (request.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {
                 let mut rng = Rng((w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
                 loop {

@@ -14,7 +14,7 @@ mod sqlite_store;
 
 use std::time::Duration;
 
-pub use redis_store::{RedisSettings, RedisStore};
+pub use redis_store::{ReadCommand, RedisSettings, RedisStore};
 pub use sqlite_store::SqliteStore;
 
 use crate::model::{EventTime, Value};

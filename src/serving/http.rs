@@ -1,6 +1,7 @@
 //! Feast's HTTP JSON feature server API (what KServe's Feast transformer
 //! calls), plus health, readiness and Prometheus metrics.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use crate::model::{EventTime, FieldStatus, Value};
+use crate::registry::FastMap;
 
 use super::grpc::NAMESPACE_HEADER;
 use super::{Column, FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
@@ -172,10 +174,14 @@ pub struct JsonResponse<'a>(pub &'a OnlineResponse);
 
 struct Metadata<'a>(&'a [String]);
 struct Results<'a>(&'a [Column]);
-struct JsonColumn<'a>(&'a Column);
+struct JsonColumn<'a>(&'a Column, &'a TimeTexts);
 struct Values<'a>(&'a [Value]);
 struct Statuses<'a>(&'a [FieldStatus]);
-struct Times<'a>(&'a [EventTime]);
+struct Times<'a>(&'a [EventTime], &'a TimeTexts);
+
+/// RFC 3339 texts of the event times of one response, formatted once each:
+/// the features of a view share their row's time.
+type TimeTexts = RefCell<FastMap<EventTime, String>>;
 struct JsonValue<'a>(&'a Value);
 struct Base64List<'a>(&'a [Vec<u8>]);
 
@@ -198,7 +204,8 @@ impl Serialize for Metadata<'_> {
 
 impl Serialize for Results<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(JsonColumn))
+        let texts = TimeTexts::default();
+        s.collect_seq(self.0.iter().map(|c| JsonColumn(c, &texts)))
     }
 }
 
@@ -207,7 +214,7 @@ impl Serialize for JsonColumn<'_> {
         let mut m = s.serialize_map(Some(3))?;
         m.serialize_entry("values", &Values(&self.0.values))?;
         m.serialize_entry("statuses", &Statuses(&self.0.statuses))?;
-        m.serialize_entry("event_timestamps", &Times(&self.0.event_times))?;
+        m.serialize_entry("event_timestamps", &Times(&self.0.event_times, self.1))?;
         m.end()
     }
 }
@@ -232,11 +239,15 @@ impl Serialize for Statuses<'_> {
 
 impl Serialize for Times<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .iter()
-                .map(|t| prost_types::Timestamp::from(*t).to_string()),
-        )
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut texts = self.1.borrow_mut();
+        for t in self.0 {
+            let text = texts
+                .entry(*t)
+                .or_insert_with(|| prost_types::Timestamp::from(*t).to_string());
+            seq.serialize_element(text.as_str())?;
+        }
+        seq.end()
     }
 }
 
