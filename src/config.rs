@@ -294,6 +294,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/larder.yaml");
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.serve.listen.port(), 6566);
+        assert_eq!(c.online_store.redis.read_command, ReadCommandConfig::Hmget);
+    }
+
+    #[test]
     fn bad_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("larder.yaml");
