@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use prost::Message;
 
 use dataset::Shape;
 use larder::model::Value;
 use larder::online::layout;
 use larder::proto::feast::serving as pb;
-use larder::proto::feast::serving::serving_service_client::ServingServiceClient;
 use larder::proto::feast::types as pbt;
 
 #[derive(Parser)]
@@ -139,7 +139,7 @@ async fn main() -> Result<()> {
 /// One request sender.
 #[derive(Clone)]
 enum Target {
-    Grpc(ServingServiceClient<tonic::transport::Channel>),
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
     Http(reqwest::Client, String),
     Redis(redis::aio::MultiplexedConnection, Arc<Vec<Vec<u8>>>),
 }
@@ -161,7 +161,62 @@ impl Rng {
 
 struct Request {
     refs: Arc<Vec<String>>,
+    /// The encoded `features` field (2) of a GetOnlineFeaturesRequest: the
+    /// same for every request, so encoded once.
+    features_field: Vec<u8>,
     args: Arc<RunArgs>,
+}
+
+/// Sends pre-encoded request bytes and counts the response bytes without
+/// decoding them, as the HTTP target reads bodies without parsing: the load
+/// generator should spend as little of the machine as it can.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = usize;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = usize;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<usize>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, n);
+        Ok(Some(n))
+    }
 }
 
 impl Request {
@@ -171,12 +226,8 @@ impl Request {
             .collect();
         match target {
             Target::Grpc(client) => {
-                let mut req = tonic::Request::new(pb::GetOnlineFeaturesRequest {
-                    kind: Some(pb::get_online_features_request::Kind::Features(
-                        pb::FeatureList {
-                            val: self.refs.as_ref().clone(),
-                        },
-                    )),
+                let mut message = pb::GetOnlineFeaturesRequest {
+                    kind: None,
                     entities: [(
                         "driver_id".to_string(),
                         pbt::RepeatedValue {
@@ -191,7 +242,10 @@ impl Request {
                     .into(),
                     full_feature_names: true,
                     request_context: Default::default(),
-                });
+                }
+                .encode_to_vec();
+                message.extend_from_slice(&self.features_field);
+                let mut req = tonic::Request::new(message);
                 if self.args.namespace_header {
                     req.metadata_mut().insert(
                         "x-larder-namespace",
@@ -202,7 +256,13 @@ impl Request {
                             .map_err(|_| "bad namespace")?,
                     );
                 }
-                match client.get_online_features(req).await {
+                if let Err(e) = client.ready().await {
+                    return Err(e.to_string());
+                }
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/feast.serving.ServingService/GetOnlineFeatures",
+                );
+                match client.unary(req, path, RawCodec).await {
                     Ok(_) => Ok("OK"),
                     Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
                 }
@@ -291,7 +351,7 @@ async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
                 .await
                 .with_context(|| format!("connecting to {t}"))?;
             targets.push(Target::Grpc(
-                ServingServiceClient::new(channel).max_decoding_message_size(256 << 20),
+                tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20),
             ));
         }
         return Ok(targets);
@@ -359,8 +419,17 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let targets = connect(&args).await?;
     let args = Arc::new(args);
+    let refs = args.shape.refs(args.request_features);
+    let features_field = pb::GetOnlineFeaturesRequest {
+        kind: Some(pb::get_online_features_request::Kind::Features(
+            pb::FeatureList { val: refs.clone() },
+        )),
+        ..Default::default()
+    }
+    .encode_to_vec();
     let request = Arc::new(Request {
-        refs: Arc::new(args.shape.refs(args.request_features)),
+        refs: Arc::new(refs),
+        features_field,
         args: args.clone(),
     });
     let tally = Arc::new(Mutex::new(Tally::new()));
