@@ -403,23 +403,18 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let within = self.settings.timeout;
         let work = async {
+            let ping = redis::cmd("PING");
             match &self.backend {
                 Backend::Standalone { .. } => {
-                    let mut conn = self.standalone().await?;
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
+                    ping.query_async::<String>(&mut self.standalone().await?)
                         .await
-                        .map_err(classify)?;
                 }
                 Backend::Cluster { .. } => {
-                    let mut conn = self.cluster().await?;
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .map_err(classify)?;
+                    ping.query_async::<String>(&mut self.cluster().await?).await
                 }
             }
-            Ok(())
+            .map(|_| ())
+            .map_err(classify)
         };
         tokio::time::timeout(within, work)
             .await

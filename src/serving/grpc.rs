@@ -14,9 +14,7 @@ use crate::proto::feast::types as pbt;
 
 use super::{FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
 
-/// The request header (gRPC metadata) naming the namespace of unqualified
-/// feature refs.
-pub const NAMESPACE_HEADER: &str = "x-larder-namespace";
+pub use super::NAMESPACE_HEADER;
 
 /// The gRPC side of the feature server.
 pub struct GrpcApi {
@@ -153,16 +151,8 @@ impl GrpcApi {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<OnlineRequest, ServingError> {
-        let namespace = match request.metadata().get(NAMESPACE_HEADER) {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| {
-                        ServingError::InvalidArgument(format!("{NAMESPACE_HEADER} is not ASCII"))
-                    })?
-                    .to_owned(),
-            ),
-            None => None,
-        };
+        let namespace =
+            super::namespace_header(request.metadata().get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
         let message = request.into_inner();
         let max = self.server.settings().max_request_bytes;
         let size = message.encoded_len();

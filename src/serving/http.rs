@@ -18,7 +18,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use crate::model::{EventTime, FieldStatus, Value};
 use crate::registry::FastMap;
 
-use super::grpc::NAMESPACE_HEADER;
+use super::NAMESPACE_HEADER;
 use super::{Column, FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
 
 /// The HTTP routes of the feature server.
@@ -95,16 +95,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<OnlineRequest, Serv
         entities.push((name, values));
     }
     entities.sort_by(|a, b| a.0.cmp(&b.0));
-    let namespace = match headers.get(NAMESPACE_HEADER) {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    ServingError::InvalidArgument(format!("{NAMESPACE_HEADER} is not ASCII"))
-                })?
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let namespace = super::namespace_header(headers.get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
     Ok(OnlineRequest {
         features,
         entities,

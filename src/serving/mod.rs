@@ -25,6 +25,21 @@ use crate::online::OnlineStore;
 use crate::registry::RegistrySnapshot;
 use crate::telemetry::{MethodLabels, Metrics, RequestLabels};
 
+/// The request header (HTTP header or gRPC metadata) naming the namespace
+/// of unqualified feature refs.
+pub const NAMESPACE_HEADER: &str = "x-larder-namespace";
+
+/// The namespace header's value, when the request has one.
+fn namespace_header<E>(value: Option<Result<&str, E>>) -> Result<Option<String>, ServingError> {
+    value
+        .map(|v| {
+            v.map(str::to_owned).map_err(|_| {
+                ServingError::InvalidArgument(format!("{NAMESPACE_HEADER} is not ASCII"))
+            })
+        })
+        .transpose()
+}
+
 /// What the feature server needs to know besides definitions and the store.
 #[derive(Debug, Clone)]
 pub struct ServingSettings {

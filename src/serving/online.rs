@@ -298,7 +298,21 @@ pub fn plan<'a>(
         if served.has_entities() {
             for jk in &served.key_columns {
                 let index = match key_columns.iter().position(|(n, _)| n == &jk.name) {
-                    Some(i) => i,
+                    // The column was converted for another view: it must
+                    // have been converted to the same type.
+                    Some(i) if key_columns[i].1[0].value_type() == Some(jk.value_type) => i,
+                    Some(i) => {
+                        return Err(ServingError::InvalidArgument(format!(
+                            "join key {:?} is {} in feature view {:?} but {} in another \
+                             requested view; request them separately",
+                            jk.name,
+                            jk.value_type,
+                            served.view.name,
+                            key_columns[i].1[0]
+                                .value_type()
+                                .map_or("NULL", ValueType::name)
+                        )));
+                    }
                     None => {
                         let Some((_, given)) = request.entities.iter().find(|(n, _)| n == &jk.name)
                         else {

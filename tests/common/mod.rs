@@ -263,6 +263,19 @@ spec:
     - { name: lifetime_trips, valueType: INT64 }
 ---
 apiVersion: features.kubeflow.org/v1
+kind: Entity
+metadata: { name: legacy_driver, namespace: kubeflow-alice }
+spec: { joinKeys: [{ name: driver_id, valueType: INT32 }] }
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: legacy_driver_fv, namespace: kubeflow-alice }
+spec:
+  entities: [legacy_driver]
+  features:
+    - { name: legacy_score, valueType: INT32 }
+---
+apiVersion: features.kubeflow.org/v1
 kind: FeatureService
 metadata: { name: driver_activity, namespace: kubeflow-alice }
 spec:
