@@ -414,3 +414,37 @@ async fn hgetall_reads_answer_like_hmget() {
     assert_eq!(a[0][2], None);
     assert_eq!(a[2], vec![None; 5], "an unknown driver has nothing");
 }
+
+#[tokio::test]
+async fn redis_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let redis = RedisServer::start_with(&[
+        "--unixsocket",
+        socket.to_str().unwrap(),
+        "--unixsocketperm",
+        "700",
+    ]);
+    let store = redis_store(
+        &format!("unix://{}", socket.display()),
+        Duration::from_secs(2),
+    );
+    let view = daily_view();
+    assert_eq!(
+        store
+            .write_rows(&view, &[row(77, 1_700_000_000)])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        read_back(&store, &view, &[77]).await,
+        [(1_700_000_000, 1_700_000_000)]
+    );
+    // The same data over TCP: one server.
+    let tcp = redis_store(&redis.url(), Duration::from_secs(2));
+    assert_eq!(
+        read_back(&tcp, &view, &[77]).await,
+        [(1_700_000_000, 1_700_000_000)]
+    );
+}
