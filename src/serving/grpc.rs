@@ -22,7 +22,7 @@ pub struct GrpcApi {
 }
 
 /// The gRPC services as an axum router, to share a port with HTTP.
-pub fn routes(server: Arc<FeatureServer>) -> axum::Router {
+pub async fn routes(server: Arc<FeatureServer>) -> axum::Router {
     let max = server.settings().max_request_bytes;
     let serving = ServingServiceServer::new(GrpcApi { server })
         // A hard ceiling on what the transport decodes at all; requests
@@ -32,19 +32,26 @@ pub fn routes(server: Arc<FeatureServer>) -> axum::Router {
         .max_encoding_message_size(usize::MAX);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Serving status is static: readiness of the store is on /ready.
-    tokio::spawn(async move {
-        health_reporter
-            .set_serving::<ServingServiceServer<GrpcApi>>()
-            .await;
-    });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    health_reporter
+        .set_serving::<ServingServiceServer<GrpcApi>>()
+        .await;
+    // Both reflection versions: grpcurl asks v1 first, ghz and older
+    // tools only know v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     tonic::service::Routes::new(serving)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .into_axum_router()
 }
 

@@ -199,7 +199,9 @@ pub async fn run(
     server: Arc<FeatureServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = grpc::routes(server.clone()).merge(http::routes(server.clone()));
+    let router = grpc::routes(server.clone())
+        .await
+        .merge(http::routes(server.clone()));
     tracing::info!(
         address = %listener.local_addr()?,
         "serving gRPC (feast.serving.ServingService) and HTTP"
