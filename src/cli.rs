@@ -117,8 +117,47 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// Reads definitions into a snapshot.
 pub fn load_snapshot(path: &Path, config: &Config) -> Result<RegistrySnapshot> {
+    load_snapshot_version(path, config, 1)
+}
+
+fn load_snapshot_version(path: &Path, config: &Config, version: u64) -> Result<RegistrySnapshot> {
     let objects = definitions::load_path(path)?;
-    Ok(RegistrySnapshot::build(objects, 1, &config.projects())?)
+    Ok(RegistrySnapshot::build(
+        objects,
+        version,
+        &config.projects(),
+    )?)
+}
+
+/// Reloads the definitions on SIGHUP. Definitions that do not load are
+/// logged and the ones being served stay in place. The handler is installed
+/// before this returns, so a SIGHUP after start-up never kills the server.
+fn reload_on_sighup(server: Arc<FeatureServer>, config: Config) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: definitions will not be reloaded");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let version = server.snapshot().version() + 1;
+                match load_snapshot_version(&config.serve.definitions, &config, version) {
+                    Ok(snapshot) => {
+                        server.replace_snapshot(snapshot);
+                        tracing::info!(version, "definitions reloaded");
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "definitions not reloaded; still serving the previous ones"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (server, config);
 }
 
 /// Opens the configured online store.
@@ -152,6 +191,7 @@ async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.serve.listen)
         .await
         .with_context(|| format!("binding {}", config.serve.listen))?;
+    reload_on_sighup(server.clone(), config);
     serving::run(listener, server, serving::shutdown_signal()).await?;
     Ok(())
 }

@@ -134,6 +134,40 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
         r#"{"features": ["driver_daily_stats_fv:city"], "entities": {"driver_id": [1002]}}"#,
     );
     assert_eq!(body["results"][1]["values"][0], "Patras", "{body}");
+
+    // SIGHUP reloads the definitions; a broken set keeps the served one.
+    let extra = r#"{"features": ["extra_fv:x"], "entities": {"driver_id": [1]}}"#;
+    assert_eq!(post(port, extra)["error"]["code"], "not_found");
+    let hangup = |child: &Child| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    std::fs::write(dir.path().join("extra.yaml"), "apiVersion: nope\n").unwrap();
+    hangup(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    let body = post(
+        port,
+        r#"{"features": ["driver_daily_stats_fv:city"], "entities": {"driver_id": [1002]}}"#,
+    );
+    assert_eq!(body["results"][1]["values"][0], "Patras", "{body}");
+    std::fs::write(
+        dir.path().join("extra.yaml"),
+        "apiVersion: features.kubeflow.org/v1\nkind: FeatureView\nmetadata: { name: extra_fv, namespace: kubeflow-alice }\nspec: { entities: [driver], features: [{ name: x, valueType: INT64 }] }\n",
+    )
+    .unwrap();
+    hangup(&child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = post(port, extra);
+        if body["results"][1]["statuses"][0] == "NOT_FOUND" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reloaded: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(terminate(&mut child).success());
 }
 
