@@ -1,6 +1,8 @@
-//! Definitions as the feature server sees them: an immutable snapshot,
-//! swapped atomically when definitions change.
+//! Definitions as the feature server sees them (an immutable snapshot,
+//! swapped atomically when definitions change), and where the registry
+//! keeps them ([`store`]).
 
 mod snapshot;
+pub mod store;
 
 pub use snapshot::{FastMap, NamespaceDefs, RegistrySnapshot, ServedView};
