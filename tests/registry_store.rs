@@ -1,107 +1,13 @@
 //! The registry store contract against SQLite, a real PostgreSQL and a real
 //! MariaDB. Each test creates its own database and drops it afterwards.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
+use std::sync::Arc;
+
+use common::db::TestDb;
 use larder::registry::store::{RegistryStore, SqlRegistryStore, StoreError};
 use serde_json::json;
-
-/// A database of this test's own, dropped when the test ends.
-struct TestDb {
-    url: String,
-    drop: Option<(String, String)>, // (admin url, database name)
-    _dir: Option<tempfile::TempDir>,
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn unique_name() -> String {
-    format!(
-        "larder_test_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn admin_exec(admin: &str, statement: &str) {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {admin}: {e} (scripts/services.sh starts it)"));
-    sqlx::query(statement).execute(&mut conn).await.unwrap();
-}
-
-impl TestDb {
-    async fn new(kind: &str) -> TestDb {
-        match kind {
-            "sqlite" => {
-                let dir = tempfile::tempdir().unwrap();
-                TestDb {
-                    url: format!(
-                        "sqlite://{}?mode=rwc",
-                        dir.path().join("registry.db").display()
-                    ),
-                    drop: None,
-                    _dir: Some(dir),
-                }
-            }
-            "postgres" => {
-                let admin = std::env::var("LARDER_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                let name = unique_name();
-                admin_exec(&admin, &format!("CREATE DATABASE {name}")).await;
-                let base = admin.rsplit_once('/').unwrap().0;
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    drop: Some((admin, name)),
-                    _dir: None,
-                }
-            }
-            "mysql" => {
-                let admin = std::env::var("LARDER_TEST_MYSQL_URL")
-                    .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into());
-                let name = unique_name();
-                admin_exec(&admin, &format!("CREATE DATABASE {name}")).await;
-                let base = admin.rsplit_once('/').unwrap().0;
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    drop: Some((admin, name)),
-                    _dir: None,
-                }
-            }
-            other => panic!("unknown database {other}"),
-        }
-    }
-
-    async fn cleanup(self, store: SqlRegistryStore) {
-        drop(store);
-        drop(self);
-    }
-}
-
-/// Drops the test's database even when the test failed, from a thread of
-/// its own (the test's runtime may be gone).
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = self.drop.take() {
-            let force = if admin.starts_with("postgres") {
-                " WITH (FORCE)"
-            } else {
-                ""
-            };
-            let statement = format!("DROP DATABASE IF EXISTS {name}{force}");
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(admin_exec(&admin, &statement));
-            })
-            .join();
-        }
-    }
-}
 
 fn view(features: usize) -> serde_json::Value {
     json!({

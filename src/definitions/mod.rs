@@ -221,6 +221,14 @@ pub fn parse_documents(origin: &str, text: &str) -> Result<Vec<Located>, Definit
     Ok(out)
 }
 
+/// Parses one manifest given as JSON (a registry request body); `origin`
+/// names it in errors.
+pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Located, DefinitionError> {
+    let manifest: Manifest = serde_json::from_value(value)
+        .map_err(|e| DefinitionError::new(origin, "-", e.to_string()))?;
+    parse_manifest(origin, origin, manifest)
+}
+
 fn parse_manifest(
     origin: &str,
     doc_origin: &str,

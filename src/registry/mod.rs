@@ -2,6 +2,7 @@
 //! swapped atomically when definitions change), and where the registry
 //! keeps them ([`store`]).
 
+pub mod api;
 mod snapshot;
 pub mod store;
 

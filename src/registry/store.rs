@@ -85,6 +85,9 @@ pub trait RegistryStore: Send + Sync {
         namespace: Option<&str>,
     ) -> impl Future<Output = Result<Vec<StoredObject>, StoreError>> + Send;
 
+    /// Every object, ordered by kind, namespace and name.
+    fn list_all(&self) -> impl Future<Output = Result<Vec<StoredObject>, StoreError>> + Send;
+
     /// Creates or replaces an object. With `expected`, the stored object must
     /// have exactly that resourceVersion (0: must not exist yet).
     fn put(
@@ -372,6 +375,16 @@ impl RegistryStore for SqlRegistryStore {
                 .await?
             }
         };
+        rows.iter().map(Self::object).collect()
+    }
+
+    async fn list_all(&self) -> Result<Vec<StoredObject>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, namespace, name, uid, resource_version, created_at, updated_at, body
+             FROM larder_objects ORDER BY kind, namespace, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(Self::object).collect()
     }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,502 @@
+//! The registry's REST API, in Kubernetes' shape:
+//!
+//! - `GET|PUT|DELETE /apis/features.kubeflow.org/v1/namespaces/{ns}/{resource}/{name}`
+//! - `GET /apis/features.kubeflow.org/v1/namespaces/{ns}/{resource}` (list)
+//! - `GET /apis/features.kubeflow.org/v1/{resource}` (list across namespaces)
+//! - `GET /apis/features.kubeflow.org/v1/snapshot[?watch=true&resourceVersion=N]`
+//!
+//! Writes are checked before they are stored: the manifest on its own
+//! (names, types, fields), then with the rest of its namespace (references
+//! resolve), so nothing invalid is ever written. Deleting an object that
+//! others reference is refused with 409 naming them: delete the referrers
+//! first.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::RegistrySnapshot;
+use super::store::{RegistryStore, StoreError, StoredObject};
+use crate::definitions::{self, DefinitionError, Located};
+use crate::model::check_dns1123_label;
+
+const PREFIX: &str = "/apis/features.kubeflow.org/v1";
+
+/// Resource names in URLs and the kinds they hold.
+const RESOURCES: [(&str, &str); 5] = [
+    ("entities", "Entity"),
+    ("datasources", "DataSource"),
+    ("featureviews", "FeatureView"),
+    ("ondemandfeatureviews", "OnDemandFeatureView"),
+    ("featureservices", "FeatureService"),
+];
+
+/// An API failure, answered as a Kubernetes `Status` object.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "Conflict", e.to_string())
+            }
+            StoreError::NotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "NotFound", e.to_string())
+            }
+            StoreError::Database(_) | StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "registry store failed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl From<DefinitionError> for ApiError {
+    fn from(e: DefinitionError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "reason": self.reason,
+            "message": self.message,
+            "code": self.status.as_u16(),
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Shared state of the registry server.
+pub struct Registry<S> {
+    store: S,
+    /// Woken on every write through this server; watchers also poll the
+    /// store, for writes through other replicas.
+    changed: Notify,
+    /// Held from a write's checks to its commit, so that two writes through
+    /// this server cannot each pass their checks against a state the other
+    /// is about to change (a view created while its entity is deleted).
+    writes: tokio::sync::Mutex<()>,
+    max_body_bytes: usize,
+}
+
+impl<S: RegistryStore + 'static> Registry<S> {
+    pub fn new(store: S) -> Arc<Self> {
+        Arc::new(Registry {
+            store,
+            changed: Notify::new(),
+            writes: tokio::sync::Mutex::new(()),
+            max_body_bytes: 1 << 20,
+        })
+    }
+}
+
+fn kind_of(resource: &str) -> Result<&'static str, ApiError> {
+    RESOURCES
+        .iter()
+        .find(|(r, _)| *r == resource)
+        .map(|(_, k)| *k)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!(
+                    "unknown resource {resource:?} (known: {})",
+                    RESOURCES.map(|(r, _)| r).join(", ")
+                ),
+            )
+        })
+}
+
+fn rfc3339(millis: i64) -> String {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+    .to_string()
+}
+
+/// The object as the API returns it: the stored manifest with its
+/// server-managed metadata.
+fn render(o: &StoredObject) -> serde_json::Value {
+    let mut body = o.body.clone();
+    if let Some(meta) = body.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.insert(
+            "resourceVersion".into(),
+            o.resource_version.to_string().into(),
+        );
+        meta.insert("uid".into(), o.uid.clone().into());
+        meta.insert("creationTimestamp".into(), rfc3339(o.created_at).into());
+        meta.insert("updateTimestamp".into(), rfc3339(o.updated_at).into());
+    }
+    body
+}
+
+/// A body as JSON, whether it came as JSON or YAML.
+fn body_value(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("yaml"));
+    if yaml {
+        serde_yaml::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+    }
+}
+
+/// The stored manifest: what the client sent, less server-managed fields.
+fn normalized(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        for key in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "updateTimestamp",
+        ] {
+            meta.remove(key);
+        }
+    }
+    value
+}
+
+/// Every stored object of `namespace`, parsed, for cross-reference checks.
+async fn namespace_objects<S: RegistryStore>(
+    store: &S,
+    namespace: &str,
+) -> Result<Vec<(String, Located)>, ApiError> {
+    let mut out = Vec::new();
+    for (_, kind) in RESOURCES {
+        for o in store.list(kind, Some(namespace)).await? {
+            let origin = format!("stored {kind} {namespace}/{}", o.name);
+            out.push((kind.to_owned(), definitions::parse_value(&origin, o.body)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a namespace that is a suffix of another or has one as a suffix:
+/// Redis ACL key patterns match a namespace's keys by suffix.
+async fn check_namespace_suffixes<S: RegistryStore>(
+    store: &S,
+    namespace: &str,
+) -> Result<(), ApiError> {
+    let mut known = std::collections::BTreeSet::new();
+    for (_, kind) in RESOURCES {
+        for o in store.list(kind, None).await? {
+            known.insert(o.namespace);
+        }
+    }
+    if known.contains(namespace) {
+        return Ok(());
+    }
+    for other in &known {
+        let (short, long) = if other.len() < namespace.len() {
+            (other.as_str(), namespace)
+        } else {
+            (namespace, other.as_str())
+        };
+        if long.ends_with(short) {
+            return Err(ApiError::invalid(format!(
+                "namespace {namespace:?} cannot be used next to {other:?}: one ends with the \
+                 other, and Redis ACL key patterns select a namespace's keys by suffix, so \
+                 their online data could not be told apart"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn put_object<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let kind = kind_of(&resource)?;
+    check_dns1123_label(&namespace)
+        .map_err(|why| ApiError::invalid(format!("namespace {namespace:?}: {why}")))?;
+    let value = body_value(&headers, &body)?;
+    let expected = match value.pointer("/metadata/resourceVersion") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|s| s.parse::<i64>().ok())
+                .or_else(|| v.as_i64())
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("metadata.resourceVersion: {v} is not a version"))
+                })?,
+        ),
+    };
+    let value = normalized(value);
+    let origin = format!("{kind} {namespace}/{name}");
+    let located = definitions::parse_value(&origin, value.clone())?;
+    if located.id.kind != kind {
+        return Err(ApiError::invalid(format!(
+            "{origin}: field `kind`: {:?} does not belong under /{resource}",
+            located.id.kind
+        )));
+    }
+    if located.id.namespace != namespace || located.id.name != name {
+        return Err(ApiError::invalid(format!(
+            "{origin}: field `metadata`: the manifest names {}/{}, the URL {namespace}/{name}",
+            located.id.namespace, located.id.name
+        )));
+    }
+    let _write = registry.writes.lock().await;
+    check_namespace_suffixes(&registry.store, &namespace).await?;
+    // The namespace as it would be after this write must hold together.
+    let mut objects: Vec<Located> = namespace_objects(&registry.store, &namespace)
+        .await?
+        .into_iter()
+        .filter(|(k, l)| !(k == kind && l.id.name == name))
+        .map(|(_, l)| l)
+        .collect();
+    objects.push(located);
+    RegistrySnapshot::build(objects, 0, &Default::default())?;
+
+    let stored = registry
+        .store
+        .put(kind, &namespace, &name, &value, expected)
+        .await?;
+    registry.changed.notify_waiters();
+    let status = if stored.created_at == stored.updated_at {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(render(&stored))).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<i64>,
+}
+
+async fn delete_object<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+    Query(query): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    let kind = kind_of(&resource)?;
+    let _write = registry.writes.lock().await;
+    let all = namespace_objects(&registry.store, &namespace).await?;
+    if !all.iter().any(|(k, l)| k == kind && l.id.name == name) {
+        return Err(StoreError::NotFound {
+            kind: kind.to_owned(),
+            namespace,
+            name,
+        }
+        .into());
+    }
+    let rest: Vec<Located> = all
+        .into_iter()
+        .filter(|(k, l)| !(k == kind && l.id.name == name))
+        .map(|(_, l)| l)
+        .collect();
+    if let Err(e) = RegistrySnapshot::build(rest, 0, &Default::default()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "{kind} {namespace}/{name} is still referenced: {e}; delete or change the \
+                 referring object first"
+            ),
+        ));
+    }
+    let deleted = registry
+        .store
+        .delete(kind, &namespace, &name, query.resource_version)
+        .await?;
+    registry.changed.notify_waiters();
+    Ok(axum::Json(render(&deleted)).into_response())
+}
+
+async fn get_object<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = kind_of(&resource)?;
+    match registry.store.get(kind, &namespace, &name).await? {
+        Some(o) => Ok(axum::Json(render(&o)).into_response()),
+        None => Err(StoreError::NotFound {
+            kind: kind.to_owned(),
+            namespace,
+            name,
+        }
+        .into()),
+    }
+}
+
+async fn list<S: RegistryStore>(
+    registry: &Registry<S>,
+    resource: &str,
+    namespace: Option<&str>,
+) -> Result<Response, ApiError> {
+    let kind = kind_of(resource)?;
+    let version = registry.store.version().await?;
+    let items: Vec<serde_json::Value> = registry
+        .store
+        .list(kind, namespace)
+        .await?
+        .iter()
+        .map(render)
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "apiVersion": "features.kubeflow.org/v1",
+        "kind": format!("{kind}List"),
+        "metadata": {"resourceVersion": version.to_string()},
+        "items": items,
+    }))
+    .into_response())
+}
+
+async fn list_namespaced<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path((namespace, resource)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    list(&registry, &resource, Some(&namespace)).await
+}
+
+async fn list_everywhere<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path(resource): Path<String>,
+) -> Result<Response, ApiError> {
+    if resource == "snapshot" {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "use GET /snapshot",
+        ));
+    }
+    list(&registry, &resource, None).await
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    #[serde(default)]
+    watch: bool,
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<i64>,
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<u64>,
+}
+
+/// Everything at one resourceVersion. With `watch=true`, waits until the
+/// store is newer than `resourceVersion` (or the timeout passes: 304).
+async fn snapshot<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Query(query): Query<SnapshotQuery>,
+) -> Result<Response, ApiError> {
+    if query.watch {
+        let since = query.resource_version.unwrap_or(0);
+        let timeout = Duration::from_secs(query.timeout_seconds.unwrap_or(30).min(300));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = registry.changed.notified();
+            if registry.store.version().await? > since {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(StatusCode::NOT_MODIFIED.into_response());
+            }
+            // Woken by writes here; the poll catches writes elsewhere.
+            let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
+        }
+    }
+    // Read the version on both sides of the listing: equal means the
+    // listing is exactly that version.
+    for _ in 0..10 {
+        let before = registry.store.version().await?;
+        let objects = registry.store.list_all().await?;
+        let after = registry.store.version().await?;
+        if before == after {
+            let items: Vec<serde_json::Value> = objects.iter().map(render).collect();
+            let body = serde_json::json!({
+                "apiVersion": "features.kubeflow.org/v1",
+                "kind": "Snapshot",
+                "metadata": {"resourceVersion": before.to_string()},
+                "items": items,
+            });
+            return Ok(
+                ([(header::ETAG, format!("\"{before}\""))], axum::Json(body)).into_response(),
+            );
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "the registry changed too quickly to take a consistent snapshot; retry",
+    ))
+}
+
+/// The registry's routes.
+pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router {
+    let max = registry.max_body_bytes;
+    Router::new()
+        .route(&format!("{PREFIX}/snapshot"), get(snapshot::<S>))
+        .route(&format!("{PREFIX}/{{resource}}"), get(list_everywhere::<S>))
+        .route(
+            &format!("{PREFIX}/namespaces/{{namespace}}/{{resource}}"),
+            get(list_namespaced::<S>),
+        )
+        .route(
+            &format!("{PREFIX}/namespaces/{{namespace}}/{{resource}}/{{name}}"),
+            get(get_object::<S>)
+                .put(put_object::<S>)
+                .delete(delete_object::<S>),
+        )
+        .route("/health", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(registry)
+}
+
+/// Serves the registry API on `listener` until `shutdown` completes.
+pub async fn run<S: RegistryStore + 'static>(
+    listener: TcpListener,
+    registry: Arc<Registry<S>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "serving the registry API");
+    axum::serve(listener, routes(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

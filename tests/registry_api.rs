@@ -1,0 +1,361 @@
+//! The registry REST API, the same suite on SQLite, a real PostgreSQL and a
+//! real MariaDB, through an in-process server and a plain HTTP client.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::db::TestDb;
+use larder::registry::api::{Registry, run};
+use larder::registry::store::SqlRegistryStore;
+use serde_json::{Value, json};
+
+const V1: &str = "/apis/features.kubeflow.org/v1";
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Api {
+    async fn start(db: &TestDb) -> Api {
+        let store = SqlRegistryStore::connect(&db.url).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(run(listener, Registry::new(store), async move {
+            let _ = stopped.await;
+        }));
+        Api {
+            base,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{V1}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::HeaderMap) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    async fn put_yaml(&self, path: &str, yaml: &str) -> (u16, Value) {
+        let (s, b, _) = self
+            .send(
+                self.http
+                    .put(self.url(path))
+                    .header("content-type", "application/yaml")
+                    .body(yaml.to_owned()),
+            )
+            .await;
+        (s, b)
+    }
+
+    async fn put_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, b, _) = self.send(self.http.put(self.url(path)).json(body)).await;
+        (s, b)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, b, _) = self.send(self.http.get(self.url(path))).await;
+        (s, b)
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        let (s, b, _) = self.send(self.http.delete(self.url(path))).await;
+        (s, b)
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+const ENTITY: &str = r#"
+apiVersion: features.kubeflow.org/v1
+kind: Entity
+metadata: { name: driver, namespace: kubeflow-alice }
+spec: { joinKeys: [{ name: driver_id, valueType: INT64 }] }
+"#;
+
+const VIEW: &str = r#"
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: driver_daily_stats_fv, namespace: kubeflow-alice, labels: { team: alice } }
+spec:
+  entities: [driver]
+  ttl: 1d
+  features:
+    - { name: profit, valueType: DOUBLE }
+    - { name: acc_rate, valueType: FLOAT }
+"#;
+
+const ALICE: &str = "/namespaces/kubeflow-alice";
+
+async fn suite(kind: &str) {
+    let db = TestDb::new(kind).await;
+    let api = Api::start(&db).await;
+
+    // Create, read back with server-managed metadata.
+    let (s, entity) = api
+        .put_yaml(&format!("{ALICE}/entities/driver"), ENTITY)
+        .await;
+    assert_eq!(s, 201, "{entity}");
+    assert_eq!(entity["metadata"]["resourceVersion"], "1");
+    let (s, view) = api
+        .put_yaml(&format!("{ALICE}/featureviews/driver_daily_stats_fv"), VIEW)
+        .await;
+    assert_eq!(s, 201, "{view}");
+    let (s, got) = api
+        .get(&format!("{ALICE}/featureviews/driver_daily_stats_fv"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(got["metadata"]["uid"].as_str().unwrap().len(), 36);
+    assert_eq!(got["metadata"]["labels"]["team"], "alice");
+    assert!(
+        got["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(got["spec"]["features"][1]["name"], "acc_rate");
+
+    // What GET returns can be PUT back (its resourceVersion checked);
+    // a stale version is a conflict.
+    let mut replaced = got.clone();
+    replaced["spec"]["ttl"] = json!("2d");
+    let (s, body) = api
+        .put_json(
+            &format!("{ALICE}/featureviews/driver_daily_stats_fv"),
+            &replaced,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = api
+        .put_json(
+            &format!("{ALICE}/featureviews/driver_daily_stats_fv"),
+            &replaced,
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["reason"], "Conflict");
+
+    // Bad manifests: 4xx naming the culprit, nothing written.
+    let before = api.get("/snapshot").await.1["metadata"]["resourceVersion"].clone();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "featureviews/bad_fv",
+            VIEW.replace("driver_daily_stats_fv", "bad_fv")
+                .replace("[driver]", "[rider]"),
+            422,
+            "spec.entities[0]",
+        ),
+        (
+            "featureviews/bad_fv",
+            VIEW.replace("driver_daily_stats_fv", "bad_fv")
+                .replace("DOUBLE", "DUBBLE"),
+            422,
+            "spec.features[0].valueType",
+        ),
+        (
+            "featureviews/bad_fv",
+            VIEW.replace("driver_daily_stats_fv", "Bad FV"),
+            422,
+            "metadata.name",
+        ),
+        ("featureviews/other_name", VIEW.to_owned(), 422, "metadata"),
+        (
+            "entities/driver2",
+            "kind: [unclosed".to_owned(),
+            422,
+            "request body",
+        ),
+        (
+            "featureviews/driver2",
+            ENTITY.replace("name: driver,", "name: driver2,"),
+            422,
+            "kind",
+        ),
+        ("widgets/x", ENTITY.to_owned(), 404, "widgets"),
+    ];
+    for (path, body, status, culprit) in cases {
+        let (s, b) = api.put_yaml(&format!("{ALICE}/{path}"), &body).await;
+        assert_eq!(s, status, "{path}: {b}");
+        let message = b["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(culprit),
+            "{path}: {message:?} names {culprit:?}"
+        );
+    }
+    let (s, _) = api
+        .put_yaml(&format!("{ALICE}/entities/big"), &"x".repeat(2 << 20))
+        .await;
+    assert_eq!(s, 413);
+    let after = api.get("/snapshot").await.1["metadata"]["resourceVersion"].clone();
+    assert_eq!(before, after, "refused writes change nothing");
+
+    // A namespace that is a suffix of another is refused.
+    let (s, b) = api
+        .put_yaml(
+            "/namespaces/alice/entities/driver",
+            &ENTITY.replace("kubeflow-alice", "alice"),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("suffix"), "{b}");
+
+    // Lists, in one namespace and across namespaces.
+    let bob_entity = ENTITY.replace("kubeflow-alice", "kubeflow-bob");
+    assert_eq!(
+        api.put_yaml("/namespaces/kubeflow-bob/entities/driver", &bob_entity)
+            .await
+            .0,
+        201
+    );
+    let (s, list) = api.get(&format!("{ALICE}/entities")).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, list) = api.get("/entities").await;
+    let namespaces: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["kubeflow-alice", "kubeflow-bob"]);
+
+    // Deleting a referenced entity is refused, naming the referrer.
+    let (s, b) = api.delete(&format!("{ALICE}/entities/driver")).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("driver_daily_stats_fv"),
+        "{b}"
+    );
+    assert_eq!(
+        api.delete(&format!("{ALICE}/featureviews/driver_daily_stats_fv"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(api.delete(&format!("{ALICE}/entities/driver")).await.0, 200);
+    assert_eq!(api.get(&format!("{ALICE}/entities/driver")).await.0, 404);
+
+    // Snapshot and watch.
+    let (s, snap, headers) = api.send(api.http.get(api.url("/snapshot"))).await;
+    assert_eq!(s, 200);
+    let version: i64 = snap["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(headers["etag"], format!("\"{version}\""));
+    assert_eq!(snap["items"].as_array().unwrap().len(), 1);
+    let started = Instant::now();
+    let (s, _, _) = api
+        .send(api.http.get(api.url(&format!(
+            "/snapshot?watch=true&resourceVersion={version}&timeoutSeconds=1"
+        ))))
+        .await;
+    assert_eq!(s, 304);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let watcher = tokio::spawn({
+        let url = api.url(&format!(
+            "/snapshot?watch=true&resourceVersion={version}&timeoutSeconds=10"
+        ));
+        async move {
+            let started = Instant::now();
+            let resp = reqwest::get(url).await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        api.put_yaml(&format!("{ALICE}/entities/driver"), ENTITY)
+            .await
+            .0,
+        201
+    );
+    let (s, snap, waited) = watcher.await.unwrap();
+    assert_eq!(s, 200);
+    let newer: i64 = snap["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(newer > version);
+    assert!(
+        waited < Duration::from_secs(2),
+        "the watch answered within a second of the write"
+    );
+
+    // Parallel applies from several clients: all land, versions unique.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let url = api.url(&format!("/namespaces/kubeflow-bob/entities/e{i}"));
+        let body = ENTITY
+            .replace("kubeflow-alice", "kubeflow-bob")
+            .replace("name: driver,", &format!("name: e{i},"));
+        tasks.push(tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .header("content-type", "application/yaml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201);
+            resp.json::<Value>().await.unwrap()["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 12);
+
+    drop(api);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_api_on_sqlite() {
+    suite("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_api_on_postgres() {
+    suite("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_api_on_mariadb() {
+    suite("mysql").await;
+}
