@@ -39,6 +39,45 @@ enum Command {
         /// Address for gRPC and HTTP (overrides serve.listen).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Follow the registry at this URL instead of reading definitions.
+        #[arg(long)]
+        registry: Option<String>,
+    },
+    /// The registry server.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Create or update the objects of manifest files in the registry.
+    Apply {
+        /// A manifest file or a folder of them.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Print the plan without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        registry: RegistryArg,
+    },
+    /// List objects of a resource (entities, datasources, featureviews,
+    /// ondemandfeatureviews, featureservices).
+    Get {
+        resource: String,
+        /// One namespace; all when omitted.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// `table` (default), `json` or `yaml`.
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+        #[command(flatten)]
+        registry: RegistryArg,
+    },
+    /// Delete an object from the registry.
+    Delete {
+        resource: String,
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: String,
+        #[command(flatten)]
+        registry: RegistryArg,
     },
     /// Check definitions without serving them.
     Validate {
@@ -57,6 +96,37 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6566")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Serve the registry's REST API.
+    Serve {
+        /// `sqlite://FILE?mode=rwc`, `postgres://...` or `mysql://...`
+        /// (overrides registry.database).
+        #[arg(long)]
+        database: Option<String>,
+        /// Address to listen on (overrides registry.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RegistryArg {
+    /// The registry's URL (overrides registry.url).
+    #[arg(long, env = "LARDER_REGISTRY")]
+    registry: Option<String>,
+}
+
+impl RegistryArg {
+    fn url(&self, config: &Config) -> String {
+        self.registry
+            .clone()
+            .unwrap_or_else(|| config.registry.url.clone())
+            .trim_end_matches('/')
+            .to_owned()
+    }
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -87,6 +157,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             definitions,
             listen,
+            registry,
         } => {
             let mut config = Config::load(cli.config.as_deref())?;
             if let Some(d) = definitions {
@@ -95,7 +166,54 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(l) = listen {
                 config.serve.listen = l;
             }
+            if let Some(url) = registry {
+                config.registry.url = url;
+                config.serve.follow_registry = true;
+            }
             serve(config).await
+        }
+        Command::Registry(RegistryCommand::Serve { database, listen }) => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(d) = database {
+                config.registry.database = d;
+            }
+            if let Some(l) = listen {
+                config.registry.listen = l;
+            }
+            registry_serve(config).await
+        }
+        Command::Apply {
+            file,
+            dry_run,
+            registry,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::registry::client::apply(&registry.url(&config), &file, dry_run).await
+        }
+        Command::Get {
+            resource,
+            namespace,
+            output,
+            registry,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::registry::client::get(
+                &registry.url(&config),
+                &resource,
+                namespace.as_deref(),
+                &output,
+            )
+            .await
+        }
+        Command::Delete {
+            resource,
+            name,
+            namespace,
+            registry,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::registry::client::delete(&registry.url(&config), &resource, &namespace, &name)
+                .await
         }
         Command::Validate { definitions } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -176,23 +294,70 @@ pub async fn open_store(config: &Config) -> Result<OnlineStore> {
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let snapshot = load_snapshot(&config.serve.definitions, &config).with_context(|| {
-        format!(
-            "loading definitions from {}",
-            config.serve.definitions.display()
-        )
-    })?;
     let store = open_store(&config).await?;
-    let server = Arc::new(FeatureServer::new(
-        snapshot,
-        store,
-        config.serve.serving_settings(),
-    ));
     let listener = tokio::net::TcpListener::bind(config.serve.listen)
         .await
         .with_context(|| format!("binding {}", config.serve.listen))?;
-    reload_on_sighup(server.clone(), config);
+    let server = if config.serve.follow_registry {
+        // Start empty (not ready) and take definitions from the registry.
+        let sync = Arc::new(crate::registry::follower::SyncState::new());
+        let server = Arc::new(
+            FeatureServer::new(
+                RegistrySnapshot::default(),
+                store,
+                config.serve.serving_settings(),
+            )
+            .following(sync.clone()),
+        );
+        tokio::spawn(crate::registry::follower::follow(
+            server.clone(),
+            sync,
+            config.registry.url.clone(),
+            config.projects(),
+        ));
+        server
+    } else {
+        let snapshot = load_snapshot(&config.serve.definitions, &config).with_context(|| {
+            format!(
+                "loading definitions from {}",
+                config.serve.definitions.display()
+            )
+        })?;
+        let server = Arc::new(FeatureServer::new(
+            snapshot,
+            store,
+            config.serve.serving_settings(),
+        ));
+        reload_on_sighup(server.clone(), config);
+        server
+    };
     serving::run(listener, server, serving::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn registry_serve(config: Config) -> Result<()> {
+    let database = &config.registry.database;
+    if let Some(path) = database
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        && let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let store = crate::registry::store::SqlRegistryStore::connect(database)
+        .await
+        .with_context(|| "opening the registry database".to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.registry.listen)
+        .await
+        .with_context(|| format!("binding {}", config.registry.listen))?;
+    crate::registry::api::run(
+        listener,
+        crate::registry::api::Registry::new(store),
+        serving::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -20,9 +20,34 @@ use crate::serving::{Limits, ServingSettings};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub serve: ServeConfig,
+    pub registry: RegistryConfig,
     pub online_store: OnlineStoreConfig,
     /// Per-namespace settings, by namespace name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// `registry`: the registry server, and where clients find it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Where `larder registry serve` keeps definitions: `sqlite://FILE?mode=rwc`,
+    /// `postgres://...` or `mysql://...`.
+    pub database: String,
+    /// The address `larder registry serve` listens on.
+    pub listen: SocketAddr,
+    /// Where clients (`larder apply/get/delete`, `larder serve` when
+    /// following) reach the registry.
+    pub url: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            database: "sqlite://.larder/registry.db?mode=rwc".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 6570)),
+            url: "http://127.0.0.1:6570".into(),
+        }
+    }
 }
 
 /// `serve`: the online feature server.
@@ -33,6 +58,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// A manifest file or a folder of them.
     pub definitions: PathBuf,
+    /// Follow the registry at `registry.url` instead of reading
+    /// `definitions`.
+    pub follow_registry: bool,
     /// The namespace of unqualified feature refs when a request names none.
     pub default_namespace: String,
     #[serde(with = "duration_text")]
@@ -48,6 +76,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 6566)),
             definitions: PathBuf::from("definitions"),
+            follow_registry: false,
             default_namespace: s.default_namespace,
             request_timeout: s.request_timeout,
             max_entity_rows: s.limits.max_entity_rows,

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,8 @@ pub struct Metrics {
     pub entity_rows: Counter,
     pub feature_values: Counter,
     pub invalid_values: Counter,
+    registry_version: Gauge,
+    registry_sync_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -81,7 +84,21 @@ impl Metrics {
             "Stored values that could not be decoded (served as INVALID)",
             invalid_values.clone(),
         );
+        let registry_version = Gauge::default();
+        registry.register(
+            "registry_resource_version",
+            "The registry resourceVersion of the definitions served (-1: none yet)",
+            registry_version.clone(),
+        );
+        let registry_sync_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "registry_seconds_since_sync",
+            "Seconds since the registry last answered (-1: never)",
+            registry_sync_age.clone(),
+        );
         Metrics {
+            registry_version,
+            registry_sync_age,
             registry,
             requests,
             request_seconds,
@@ -90,6 +107,13 @@ impl Metrics {
             feature_values,
             invalid_values,
         }
+    }
+
+    /// Updates the registry gauges from the follower's state.
+    pub fn observe_registry(&self, sync: &crate::registry::follower::SyncState) {
+        self.registry_version.set(sync.version().unwrap_or(-1));
+        self.registry_sync_age
+            .set(sync.seconds_since_sync().unwrap_or(-1.0));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -205,3 +205,166 @@ fn quickstart_serves_its_demo() {
         "{printed}"
     );
 }
+
+fn get_text(url: &str) -> (u16, String) {
+    block_on(async {
+        let resp = reqwest::get(url).await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    })
+}
+
+fn start_registry(db: &str, port: u16) -> Child {
+    let child = larder()
+        .args(["registry", "serve", "--database", db])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_text_ok(&format!("http://127.0.0.1:{port}/health")).is_none() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn get_text_ok(url: &str) -> Option<String> {
+    block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+}
+
+/// The seed's flow: apply definitions to the registry, a feature server
+/// follows it, picks up a new view within a second of `apply`, keeps
+/// serving with the registry stopped (and says so), and catches up when it
+/// returns.
+#[test]
+fn apply_to_the_registry_and_serve_what_it_holds() {
+    let redis = common::RedisServer::start();
+    common::load_golden(&mut redis.conn());
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("registry.db").display()
+    );
+    let registry_port = common::free_port();
+    let registry_url = format!("http://127.0.0.1:{registry_port}");
+    let mut registry = start_registry(&db, registry_port);
+
+    let defs = dir.path().join("defs");
+    std::fs::create_dir_all(&defs).unwrap();
+    let base = common::FIXTURE_DEFINITIONS.split("---\napiVersion: features.kubeflow.org/v1\nkind: FeatureView\nmetadata: { name: driver_rider_fv").next().unwrap();
+    std::fs::write(defs.join("alice.yaml"), base).unwrap();
+    let apply = |path: &std::path::Path| {
+        let out = larder()
+            .args(["apply", "-f"])
+            .arg(path)
+            .args(["--registry", &registry_url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let plan = apply(&defs);
+    assert!(
+        plan.contains("featureview kubeflow-alice/driver_daily_stats_fv created"),
+        "{plan}"
+    );
+    assert!(apply(&defs).contains("entity kubeflow-alice/driver unchanged"));
+
+    let out = larder()
+        .args([
+            "get",
+            "featureviews",
+            "-n",
+            "kubeflow-alice",
+            "--registry",
+            &registry_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("driver_daily_stats_fv"));
+
+    let port = common::free_port();
+    let mut server = larder()
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--registry", &registry_url])
+        .env("LARDER__ONLINE_STORE__TYPE", "redis")
+        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
+        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port, &mut server);
+    let body = post(
+        port,
+        r#"{"features": ["driver_daily_stats_fv:city"], "entities": {"driver_id": [1002]}}"#,
+    );
+    assert_eq!(body["results"][1]["values"][0], "Patras", "{body}");
+
+    // A new view is served within a second of `apply`.
+    let rider = r#"{"features": ["driver_rider_fv:rides_together"], "entities": {"driver_id": [1001], "rider_name": ["bob"]}}"#;
+    assert_eq!(post(port, rider)["error"]["code"], "not_found");
+    std::fs::write(defs.join("alice.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
+    let applied = Instant::now();
+    apply(&defs);
+    loop {
+        let body = post(port, rider);
+        if body["results"][2]["values"][0] == 3 {
+            break;
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(1),
+            "not served within 1 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The registry stops: serving goes on, readiness says how stale.
+    assert!(terminate(&mut registry).success());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(post(port, rider)["results"][2]["values"][0], 3);
+    let (status, ready) = get_text(&format!("http://127.0.0.1:{port}/ready"));
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("the registry last answered"), "{ready}");
+    let (_, metrics) = get_text(&format!("http://127.0.0.1:{port}/metrics"));
+    assert!(
+        metrics.contains("larder_registry_seconds_since_sync"),
+        "{metrics}"
+    );
+
+    // It comes back and the server catches up.
+    let mut registry = start_registry(&db, registry_port);
+    let out = larder()
+        .args([
+            "delete",
+            "featureviews",
+            "driver_rider_fv",
+            "-n",
+            "kubeflow-alice",
+            "--registry",
+            &registry_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if post(port, rider)["error"]["code"] == "not_found" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not catch up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(terminate(&mut server).success());
+    assert!(terminate(&mut registry).success());
+}

@@ -114,6 +114,9 @@ pub struct Registry<S> {
     /// this server cannot each pass their checks against a state the other
     /// is about to change (a view created while its entity is deleted).
     writes: tokio::sync::Mutex<()>,
+    /// Set at shutdown: watches answer at once instead of holding the
+    /// graceful shutdown for their whole timeout.
+    closing: std::sync::atomic::AtomicBool,
     max_body_bytes: usize,
 }
 
@@ -123,10 +126,24 @@ impl<S: RegistryStore + 'static> Registry<S> {
             store,
             changed: Notify::new(),
             writes: tokio::sync::Mutex::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             max_body_bytes: 1 << 20,
         })
     }
 }
+
+/// The URL resource that holds a kind (`FeatureView` -> `featureviews`).
+pub fn resource_of(kind: &str) -> Option<&'static str> {
+    RESOURCES.iter().find(|(_, k)| *k == kind).map(|(r, _)| *r)
+}
+
+/// Server-managed metadata fields, which clients do not write.
+pub const SERVER_FIELDS: [&str; 4] = [
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "updateTimestamp",
+];
 
 fn kind_of(resource: &str) -> Result<&'static str, ApiError> {
     RESOURCES
@@ -183,7 +200,7 @@ fn body_value(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, Api
 }
 
 /// The stored manifest: what the client sent, less server-managed fields.
-fn normalized(mut value: serde_json::Value) -> serde_json::Value {
+pub fn normalized(mut value: serde_json::Value) -> serde_json::Value {
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         for key in [
             "resourceVersion",
@@ -435,7 +452,9 @@ async fn snapshot<S: RegistryStore>(
             if registry.store.version().await? > since {
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline
+                || registry.closing.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return Ok(StatusCode::NOT_MODIFIED.into_response());
             }
             // Woken by writes here; the poll catches writes elsewhere.
@@ -496,7 +515,14 @@ pub async fn run<S: RegistryStore + 'static>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "serving the registry API");
+    let closing = registry.clone();
     axum::serve(listener, routes(registry))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing
+                .closing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            closing.changed.notify_waiters();
+        })
         .await
 }

@@ -3,6 +3,8 @@
 //! keeps them ([`store`]).
 
 pub mod api;
+pub mod client;
+pub mod follower;
 mod snapshot;
 pub mod store;
 

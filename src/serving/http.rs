@@ -144,12 +144,15 @@ async fn get_online_features(
 
 async fn ready(State(server): State<Arc<FeatureServer>>) -> Response {
     match server.ready().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Ok(status) => (StatusCode::OK, status).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 async fn metrics(State(server): State<Arc<FeatureServer>>) -> Response {
+    if let Some(sync) = server.registry_sync() {
+        server.metrics().observe_registry(sync);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -23,6 +23,7 @@ pub use online::{Column, FeatureSelection, Limits, OnlineRequest, OnlineResponse
 
 use crate::online::OnlineStore;
 use crate::registry::RegistrySnapshot;
+use crate::registry::follower::SyncState;
 use crate::telemetry::{MethodLabels, Metrics, RequestLabels};
 
 /// The request header (HTTP header or gRPC metadata) naming the namespace
@@ -72,6 +73,8 @@ pub struct FeatureServer {
     store: OnlineStore,
     settings: ServingSettings,
     metrics: Metrics,
+    /// Set when definitions come from the registry rather than a folder.
+    registry_sync: Option<Arc<SyncState>>,
 }
 
 impl FeatureServer {
@@ -81,7 +84,19 @@ impl FeatureServer {
             store,
             settings,
             metrics: Metrics::new(),
+            registry_sync: None,
         }
+    }
+
+    /// Marks this server as following the registry: readiness and metrics
+    /// then report how current its definitions are.
+    pub fn following(mut self, state: Arc<SyncState>) -> Self {
+        self.registry_sync = Some(state);
+        self
+    }
+
+    pub fn registry_sync(&self) -> Option<&Arc<SyncState>> {
+        self.registry_sync.as_ref()
     }
 
     pub fn settings(&self) -> &ServingSettings {
@@ -184,9 +199,27 @@ impl FeatureServer {
             .observe(d.as_secs_f64());
     }
 
-    /// Ready when the online store answers.
-    pub async fn ready(&self) -> Result<(), ServingError> {
-        self.store.ping().await.map_err(ServingError::from)
+    /// Ready when the online store answers and, when following the
+    /// registry, a snapshot has arrived. Stale definitions keep the server
+    /// ready (it keeps serving the last good snapshot); the answer says how
+    /// old they are.
+    pub async fn ready(&self) -> Result<String, ServingError> {
+        if let Some(sync) = &self.registry_sync
+            && sync.version().is_none()
+        {
+            return Err(ServingError::Unavailable(
+                "no definitions from the registry yet".into(),
+            ));
+        }
+        self.store.ping().await.map_err(ServingError::from)?;
+        Ok(match &self.registry_sync {
+            Some(sync) => format!(
+                "ready: serving registry resourceVersion {}; the registry last answered {:.1}s ago",
+                sync.version().unwrap_or_default(),
+                sync.seconds_since_sync().unwrap_or(f64::NAN)
+            ),
+            None => "ready".into(),
+        })
     }
 }
 

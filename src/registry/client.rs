@@ -1,0 +1,178 @@
+//! kubectl-like commands against the registry API: `apply`, `get`,
+//! `delete`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use super::api::{normalized, resource_of};
+use crate::definitions;
+
+const V1: &str = "/apis/features.kubeflow.org/v1";
+
+/// Applies in dependency order, so that references resolve.
+fn rank(kind: &str) -> usize {
+    match kind {
+        "Entity" => 0,
+        "DataSource" => 1,
+        "FeatureView" => 2,
+        "OnDemandFeatureView" => 3,
+        _ => 4,
+    }
+}
+
+fn message_of(body: &serde_json::Value) -> String {
+    body["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.to_string())
+}
+
+/// Reads every manifest under `path` as JSON, after checking each one
+/// locally (the registry checks references).
+fn read_manifests(path: &Path) -> Result<Vec<serde_json::Value>> {
+    definitions::load_path(path)?;
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let mut stack = vec![path.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let p = entry?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_owned());
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc)?;
+            if !value.is_null() {
+                out.push(serde_json::to_value(value)?);
+            }
+        }
+    }
+    out.sort_by_key(|m| rank(m["kind"].as_str().unwrap_or_default()));
+    Ok(out)
+}
+
+/// `larder apply -f PATH`: prints and applies the plan.
+pub async fn apply(registry: &str, path: &Path, dry_run: bool) -> Result<()> {
+    let http = reqwest::Client::new();
+    for manifest in read_manifests(path)? {
+        let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
+        let namespace = manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = manifest["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let resource = resource_of(&kind).with_context(|| format!("unknown kind {kind:?}"))?;
+        let url = format!("{registry}{V1}/namespaces/{namespace}/{resource}/{name}");
+        let current = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("reaching the registry at {registry}"))?;
+        let wanted = normalized(manifest.clone());
+        let action = match current.status().as_u16() {
+            404 => "created",
+            200 => {
+                let stored = normalized(current.json().await?);
+                if stored == wanted {
+                    "unchanged"
+                } else {
+                    "configured"
+                }
+            }
+            other => bail!("registry answered {other} for {kind} {namespace}/{name}"),
+        };
+        if !dry_run && action != "unchanged" {
+            let resp = http.put(&url).json(&wanted).send().await?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                bail!("{kind} {namespace}/{name}: {status}: {}", message_of(&body));
+            }
+        }
+        let suffix = if dry_run { " (dry run)" } else { "" };
+        println!(
+            "{} {namespace}/{name} {action}{suffix}",
+            kind.to_lowercase()
+        );
+    }
+    Ok(())
+}
+
+/// `larder get RESOURCE [-n NS]`.
+pub async fn get(
+    registry: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    output: &str,
+) -> Result<()> {
+    let url = match namespace {
+        Some(ns) => format!("{registry}{V1}/namespaces/{ns}/{resource}"),
+        None => format!("{registry}{V1}/{resource}"),
+    };
+    let resp = reqwest::get(&url)
+        .await
+        .with_context(|| format!("reaching the registry at {registry}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("{status}: {}", message_of(&body));
+    }
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(&items)?),
+        "yaml" => {
+            for item in &items {
+                print!("---\n{}", serde_yaml::to_string(item)?);
+            }
+        }
+        _ => {
+            println!(
+                "{:<24} {:<40} {:>16}",
+                "NAMESPACE", "NAME", "RESOURCEVERSION"
+            );
+            for item in &items {
+                let m = &item["metadata"];
+                println!(
+                    "{:<24} {:<40} {:>16}",
+                    m["namespace"].as_str().unwrap_or_default(),
+                    m["name"].as_str().unwrap_or_default(),
+                    m["resourceVersion"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `larder delete RESOURCE NAME -n NS`.
+pub async fn delete(registry: &str, resource: &str, namespace: &str, name: &str) -> Result<()> {
+    let url = format!("{registry}{V1}/namespaces/{namespace}/{resource}/{name}");
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .with_context(|| format!("reaching the registry at {registry}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{status}: {}", message_of(&body));
+    }
+    println!("{resource} {namespace}/{name} deleted");
+    Ok(())
+}
