@@ -67,6 +67,11 @@ impl Api {
         (s, b)
     }
 
+    async fn put_json_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, b, _) = self.send(self.http.post(self.url(path)).json(body)).await;
+        (s, b)
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         let (s, b, _) = self.send(self.http.get(self.url(path))).await;
         (s, b)
@@ -202,8 +207,15 @@ async fn suite(kind: &str) {
             "{path}: {message:?} names {culprit:?}"
         );
     }
-    let (s, _) = api
-        .put_yaml(&format!("{ALICE}/entities/big"), &"x".repeat(2 << 20))
+    // On a connection of its own: the server answers 413 without reading
+    // the body and closes that connection.
+    let (s, _, _) = api
+        .send(
+            reqwest::Client::new()
+                .put(api.url(&format!("{ALICE}/entities/big")))
+                .header("content-type", "application/yaml")
+                .body("x".repeat((1 << 20) + 1024)),
+        )
         .await;
     assert_eq!(s, 413);
     let after = api.get("/snapshot").await.1["metadata"]["resourceVersion"].clone();
@@ -340,6 +352,47 @@ async fn suite(kind: &str) {
     versions.sort();
     versions.dedup();
     assert_eq!(versions.len(), 12);
+
+    // Materialization bookkeeping per feature view.
+    let view_path = format!("{ALICE}/featureviews/driver_daily_stats_fv");
+    assert_eq!(api.put_yaml(&view_path, VIEW).await.0, 201);
+    let intervals = format!("{view_path}/materializations");
+    for (start, end) in [
+        ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"),
+        ("2026-11-02T00:00:00Z", "2026-11-03T12:30:00Z"),
+    ] {
+        let (s, b) = api
+            .put_json_post(&intervals, &json!({"start": start, "end": end}))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, list) = api.get(&intervals).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["items"][1]["end"], "2026-11-03T12:30:00Z", "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let (s, b) = api
+        .put_json_post(
+            &intervals,
+            &json!({"start": "2026-11-03T00:00:00Z", "end": "2026-11-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert!(b["message"].as_str().unwrap().contains("end"), "{b}");
+    let (s, b) = api
+        .put_json_post(
+            &intervals,
+            &json!({"start": "yesterday", "end": "2026-11-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert!(b["message"].as_str().unwrap().contains("start"), "{b}");
+    let (s, _) = api
+        .put_json_post(
+            &format!("{ALICE}/featureviews/nope_fv/materializations"),
+            &json!({"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 404);
 
     drop(api);
     drop(db);

@@ -4,6 +4,8 @@
 //! - `GET /apis/features.kubeflow.org/v1/namespaces/{ns}/{resource}` (list)
 //! - `GET /apis/features.kubeflow.org/v1/{resource}` (list across namespaces)
 //! - `GET /apis/features.kubeflow.org/v1/snapshot[?watch=true&resourceVersion=N]`
+//! - `GET|POST .../namespaces/{ns}/featureviews/{name}/materializations`:
+//!   the intervals materialized into the online store
 //!
 //! Writes are checked before they are stored: the manifest on its own
 //! (names, types, fields), then with the rest of its namespace (references
@@ -26,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::RegistrySnapshot;
-use super::store::{RegistryStore, StoreError, StoredObject};
+use super::store::{Interval, RegistryStore, StoreError, StoredObject};
 use crate::definitions::{self, DefinitionError, Located};
 use crate::model::check_dns1123_label;
 
@@ -487,6 +489,79 @@ async fn snapshot<S: RegistryStore>(
     ))
 }
 
+fn render_interval(i: &Interval) -> serde_json::Value {
+    serde_json::json!({
+        "start": rfc3339(i.start_ms),
+        "end": rfc3339(i.end_ms),
+        "recordedAt": rfc3339(i.recorded_at_ms),
+    })
+}
+
+async fn view_must_exist<S: RegistryStore>(
+    registry: &Registry<S>,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    match registry.store.get("FeatureView", namespace, name).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound {
+            kind: "FeatureView".into(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// The materialized intervals of a feature view.
+async fn list_intervals<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    view_must_exist(&registry, &namespace, &name).await?;
+    let items: Vec<_> = registry
+        .store
+        .intervals(&namespace, &name)
+        .await?
+        .iter()
+        .map(render_interval)
+        .collect();
+    Ok(
+        axum::Json(serde_json::json!({"kind": "MaterializationIntervalList", "items": items}))
+            .into_response(),
+    )
+}
+
+/// Records a materialized interval: `{"start": RFC 3339, "end": RFC 3339}`.
+async fn append_interval<S: RegistryStore>(
+    State(registry): State<Arc<Registry<S>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = body_value(&headers, &body)?;
+    let time = |field: &str| -> Result<i64, ApiError> {
+        let text = value[field].as_str().ok_or_else(|| {
+            ApiError::invalid(format!("field `{field}`: missing (an RFC 3339 time)"))
+        })?;
+        let t: prost_types::Timestamp = text.parse().map_err(|_| {
+            ApiError::invalid(format!("field `{field}`: {text:?} is not an RFC 3339 time"))
+        })?;
+        Ok(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+    };
+    let (start, end) = (time("start")?, time("end")?);
+    if start >= end {
+        return Err(ApiError::invalid("field `end`: must be after `start`"));
+    }
+    view_must_exist(&registry, &namespace, &name).await?;
+    let interval = registry
+        .store
+        .append_interval(&namespace, &name, start, end)
+        .await?;
+    registry.changed.notify_waiters();
+    Ok((StatusCode::CREATED, axum::Json(render_interval(&interval))).into_response())
+}
+
 /// The registry's routes.
 pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router {
     let max = registry.max_body_bytes;
@@ -502,6 +577,10 @@ pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router 
             get(get_object::<S>)
                 .put(put_object::<S>)
                 .delete(delete_object::<S>),
+        )
+        .route(
+            &format!("{PREFIX}/namespaces/{{namespace}}/featureviews/{{name}}/materializations"),
+            get(list_intervals::<S>).post(append_interval::<S>),
         )
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(max))

@@ -40,6 +40,15 @@ pub struct Change {
     pub deleted: bool,
 }
 
+/// A time range of a feature view that was materialized into the online
+/// store: event times in (start, end], milliseconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Interval {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub recorded_at_ms: i64,
+}
+
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,6 +122,22 @@ pub trait RegistryStore: Send + Sync {
         &self,
         version: i64,
     ) -> impl Future<Output = Result<Vec<Change>, StoreError>> + Send;
+
+    /// Records that (start, end] of a feature view was materialized.
+    fn append_interval(
+        &self,
+        namespace: &str,
+        view: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> impl Future<Output = Result<Interval, StoreError>> + Send;
+
+    /// The materialized intervals of a feature view, oldest first.
+    fn intervals(
+        &self,
+        namespace: &str,
+        view: &str,
+    ) -> impl Future<Output = Result<Vec<Interval>, StoreError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +222,15 @@ impl SqlRegistryStore {
                 namespace VARCHAR(63) NOT NULL,
                 name VARCHAR(253) NOT NULL,
                 deleted BIGINT NOT NULL
+            )",
+            "CREATE TABLE IF NOT EXISTS larder_materializations (
+                namespace VARCHAR(63) NOT NULL,
+                view_name VARCHAR(253) NOT NULL,
+                seq BIGINT NOT NULL,
+                start_ms BIGINT NOT NULL,
+                end_ms BIGINT NOT NULL,
+                recorded_at BIGINT NOT NULL,
+                PRIMARY KEY (namespace, view_name, seq)
             )",
             "CREATE TABLE IF NOT EXISTS larder_version (
                 id INTEGER NOT NULL PRIMARY KEY,
@@ -507,6 +541,68 @@ impl RegistryStore for SqlRegistryStore {
                     namespace: row.try_get("namespace")?,
                     name: row.try_get("name")?,
                     deleted: deleted != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_interval(
+        &self,
+        namespace: &str,
+        view: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Interval, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The store-wide counter orders appends, as it orders writes.
+        let seq = self.next_version(&mut tx).await?;
+        let now = now_millis();
+        sqlx::query(&self.sql(
+            "INSERT INTO larder_materializations
+               (namespace, view_name, seq, start_ms, end_ms, recorded_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(namespace)
+        .bind(view)
+        .bind(seq)
+        .bind(start_ms)
+        .bind(end_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // In the change log too, so versions stay gapless there.
+        self.record_change(
+            &mut tx,
+            seq,
+            "MaterializationInterval",
+            namespace,
+            view,
+            false,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Interval {
+            start_ms,
+            end_ms,
+            recorded_at_ms: now,
+        })
+    }
+
+    async fn intervals(&self, namespace: &str, view: &str) -> Result<Vec<Interval>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT start_ms, end_ms, recorded_at FROM larder_materializations
+             WHERE namespace = ? AND view_name = ? ORDER BY seq",
+        ))
+        .bind(namespace)
+        .bind(view)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Interval {
+                    start_ms: row.try_get("start_ms")?,
+                    end_ms: row.try_get("end_ms")?,
+                    recorded_at_ms: row.try_get("recorded_at")?,
                 })
             })
             .collect()
