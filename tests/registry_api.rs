@@ -353,6 +353,36 @@ async fn suite(kind: &str) {
     versions.dedup();
     assert_eq!(versions.len(), 12);
 
+    // Paging: pages of 5 cover every entity of kubeflow-bob once, in order.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let query = match &next {
+            Some(c) => format!("?limit=5&continue={c}"),
+            None => "?limit=5".to_owned(),
+        };
+        let (s, page) = api
+            .get(&format!("/namespaces/kubeflow-bob/entities{query}"))
+            .await;
+        assert_eq!(s, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 5);
+        seen.extend(
+            items
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => next = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "ordered, no duplicates");
+    assert_eq!(seen.len(), 13, "{seen:?}");
+
     // Materialization bookkeeping per feature view.
     let view_path = format!("{ALICE}/featureviews/driver_daily_stats_fv");
     assert_eq!(api.put_yaml(&view_path, VIEW).await.0, 201);
@@ -366,6 +396,26 @@ async fn suite(kind: &str) {
             .await;
         assert_eq!(s, 201, "{b}");
     }
+    for (selector, count) in [
+        ("team=alice", 1),
+        ("team%3D%3Dalice", 1),
+        ("team!=alice", 0),
+        ("team", 1),
+        ("!team", 0),
+        ("team=bob", 0),
+    ] {
+        let (s, list) = api
+            .get(&format!("{ALICE}/featureviews?labelSelector={selector}"))
+            .await;
+        assert_eq!(s, 200, "{list}");
+        assert_eq!(list["items"].as_array().unwrap().len(), count, "{selector}");
+    }
+    assert_eq!(
+        api.get(&format!("{ALICE}/featureviews?labelSelector=%3Dx"))
+            .await
+            .0,
+        422
+    );
     let (s, list) = api.get(&intervals).await;
     assert_eq!(s, 200);
     assert_eq!(list["items"][1]["end"], "2026-11-03T12:30:00Z", "{list}");

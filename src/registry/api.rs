@@ -385,25 +385,102 @@ async fn get_object<S: RegistryStore>(
     }
 }
 
+/// `labelSelector`, `limit` and `continue` of a list request.
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_after: Option<String>,
+}
+
+/// One requirement of an equality-based label selector.
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+/// Parses Kubernetes' equality-based selectors: `k=v`, `k==v`, `k!=v`,
+/// `k`, `!k`, joined by commas.
+fn parse_selector(text: &str) -> Result<Vec<Requirement>, ApiError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let req = if let Some((k, v)) = t.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = t.strip_prefix('!') {
+                Requirement::Absent(k.trim().into())
+            } else {
+                Requirement::Exists(t.into())
+            };
+            let key = match &req {
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::Absent(k) => k,
+            };
+            if key.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "labelSelector: {t:?} has no label key"
+                )));
+            }
+            Ok(req)
+        })
+        .collect()
+}
+
+fn selected(o: &StoredObject, requirements: &[Requirement]) -> bool {
+    let labels = o.body.pointer("/metadata/labels");
+    let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str());
+    requirements.iter().all(|r| match r {
+        Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+        Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+        Requirement::Exists(k) => label(k).is_some(),
+        Requirement::Absent(k) => label(k).is_none(),
+    })
+}
+
 async fn list<S: RegistryStore>(
     registry: &Registry<S>,
     resource: &str,
     namespace: Option<&str>,
+    query: ListQuery,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(resource)?;
+    let requirements = parse_selector(query.label_selector.as_deref().unwrap_or(""))?;
     let version = registry.store.version().await?;
-    let items: Vec<serde_json::Value> = registry
+    let mut matching = registry
         .store
         .list(kind, namespace)
         .await?
-        .iter()
-        .map(render)
-        .collect();
+        .into_iter()
+        .filter(|o| selected(o, &requirements))
+        // Continue after the object the previous page ended with.
+        .filter(|o| {
+            query
+                .continue_after
+                .as_deref()
+                .is_none_or(|after| format!("{}/{}", o.namespace, o.name).as_str() > after)
+        })
+        .peekable();
+    let limit = query.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let page: Vec<StoredObject> = matching.by_ref().take(limit).collect();
+    let more = matching.peek().is_some();
+    let mut metadata = serde_json::json!({"resourceVersion": version.to_string()});
+    if more && let Some(last) = page.last() {
+        metadata["continue"] = format!("{}/{}", last.namespace, last.name).into();
+    }
     Ok(axum::Json(serde_json::json!({
         "apiVersion": "features.kubeflow.org/v1",
         "kind": format!("{kind}List"),
-        "metadata": {"resourceVersion": version.to_string()},
-        "items": items,
+        "metadata": metadata,
+        "items": page.iter().map(render).collect::<Vec<_>>(),
     }))
     .into_response())
 }
@@ -411,13 +488,15 @@ async fn list<S: RegistryStore>(
 async fn list_namespaced<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
     Path((namespace, resource)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(&registry, &resource, Some(&namespace)).await
+    list(&registry, &resource, Some(&namespace), query).await
 }
 
 async fn list_everywhere<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
     Path(resource): Path<String>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     if resource == "snapshot" {
         return Err(ApiError::new(
@@ -426,7 +505,7 @@ async fn list_everywhere<S: RegistryStore>(
             "use GET /snapshot",
         ));
     }
-    list(&registry, &resource, None).await
+    list(&registry, &resource, None, query).await
 }
 
 #[derive(Deserialize)]
