@@ -383,6 +383,29 @@ async fn suite(kind: &str) {
     assert_eq!(seen, sorted, "ordered, no duplicates");
     assert_eq!(seen.len(), 13, "{seen:?}");
 
+    // The OpenAPI document is served and names every route.
+    let openapi: Value = reqwest::get(format!("{}/openapi.json", api.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["openapi"], "3.0.3");
+    for path in [
+        "/namespaces/{namespace}/{resource}/{name}",
+        "/snapshot",
+        "/{resource}",
+    ] {
+        assert!(
+            openapi["paths"].get(format!("{V1}{path}")).is_some(),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        api.get("/snapshot?watch=true&timeoutSeconds=61").await.0,
+        422
+    );
+
     // Materialization bookkeeping per feature view.
     let view_path = format!("{ALICE}/featureviews/driver_daily_stats_fv");
     assert_eq!(api.put_yaml(&view_path, VIEW).await.0, 201);

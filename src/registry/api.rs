@@ -34,6 +34,9 @@ use crate::model::check_dns1123_label;
 
 const PREFIX: &str = "/apis/features.kubeflow.org/v1";
 
+/// The longest a watch may wait.
+const MAX_WATCH_SECONDS: u64 = 60;
+
 /// Resource names in URLs and the kinds they hold.
 const RESOURCES: [(&str, &str); 5] = [
     ("entities", "Entity"),
@@ -526,7 +529,13 @@ async fn snapshot<S: RegistryStore>(
 ) -> Result<Response, ApiError> {
     if query.watch {
         let since = query.resource_version.unwrap_or(0);
-        let timeout = Duration::from_secs(query.timeout_seconds.unwrap_or(30).min(300));
+        let seconds = query.timeout_seconds.unwrap_or(30);
+        if seconds > MAX_WATCH_SECONDS {
+            return Err(ApiError::invalid(format!(
+                "timeoutSeconds: {seconds} is over the limit of {MAX_WATCH_SECONDS}"
+            )));
+        }
+        let timeout = Duration::from_secs(seconds);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = registry.changed.notified();
@@ -641,6 +650,15 @@ async fn append_interval<S: RegistryStore>(
     Ok((StatusCode::CREATED, axum::Json(render_interval(&interval))).into_response())
 }
 
+/// The OpenAPI document of this API, checked in at docs/openapi.json.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
 /// The registry's routes.
 pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router {
     let max = registry.max_body_bytes;
@@ -661,6 +679,7 @@ pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router 
             &format!("{PREFIX}/namespaces/{{namespace}}/featureviews/{{name}}/materializations"),
             get(list_intervals::<S>).post(append_interval::<S>),
         )
+        .route("/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(max))
         .with_state(registry)
