@@ -70,6 +70,15 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArg,
     },
+    /// Show one object readably.
+    Describe {
+        resource: String,
+        name: String,
+        #[arg(long, short = 'n')]
+        namespace: String,
+        #[command(flatten)]
+        registry: RegistryArg,
+    },
     /// Delete an object from the registry.
     Delete {
         resource: String,
@@ -204,6 +213,16 @@ async fn run(cli: Cli) -> Result<()> {
                 &output,
             )
             .await
+        }
+        Command::Describe {
+            resource,
+            name,
+            namespace,
+            registry,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            crate::registry::client::describe(&registry.url(&config), &resource, &namespace, &name)
+                .await
         }
         Command::Delete {
             resource,

@@ -287,6 +287,20 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("driver_daily_stats_fv"));
+    let out = larder()
+        .args([
+            "describe",
+            "featureviews",
+            "driver_daily_stats_fv",
+            "-n",
+            "kubeflow-alice",
+        ])
+        .args(["--registry", &registry_url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Entities:         driver"), "{text}");
+    assert!(text.contains("profit") && text.contains("DOUBLE"), "{text}");
 
     let port = common::free_port();
     let mut server = larder()

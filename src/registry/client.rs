@@ -176,3 +176,77 @@ pub async fn delete(registry: &str, resource: &str, namespace: &str, name: &str)
     println!("{resource} {namespace}/{name} deleted");
     Ok(())
 }
+
+/// `larder describe RESOURCE NAME -n NS`: an object, readably.
+pub async fn describe(registry: &str, resource: &str, namespace: &str, name: &str) -> Result<()> {
+    let url = format!("{registry}{V1}/namespaces/{namespace}/{resource}/{name}");
+    let resp = reqwest::get(&url)
+        .await
+        .with_context(|| format!("reaching the registry at {registry}"))?;
+    let status = resp.status();
+    let o: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{status}: {}", message_of(&o));
+    }
+    let m = &o["metadata"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    println!("Name:             {}", text(&m["name"]));
+    println!("Namespace:        {}", text(&m["namespace"]));
+    println!("Kind:             {}", text(&o["kind"]));
+    println!("ResourceVersion:  {}", text(&m["resourceVersion"]));
+    println!("UID:              {}", text(&m["uid"]));
+    println!("Created:          {}", text(&m["creationTimestamp"]));
+    println!("Updated:          {}", text(&m["updateTimestamp"]));
+    if let Some(labels) = m["labels"].as_object() {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        println!("Labels:           {}", labels.join(", "));
+    }
+    let spec = &o["spec"];
+    if let Some(description) = spec["description"].as_str() {
+        println!("Description:      {description}");
+    }
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match o["kind"].as_str() {
+        Some("FeatureView") => {
+            println!("Entities:         {}", list(&spec["entities"]).join(", "));
+            println!("Source:           {}", text(&spec["source"]));
+            println!(
+                "TTL:              {}",
+                spec["ttl"].as_str().unwrap_or("none")
+            );
+            println!(
+                "Online:           {}",
+                spec["online"].as_bool().unwrap_or(true)
+            );
+            println!("Features:");
+            for f in spec["features"].as_array().into_iter().flatten() {
+                println!("  {:<32} {}", text(&f["name"]), text(&f["valueType"]));
+            }
+        }
+        Some("Entity") => {
+            println!("Join keys:");
+            for k in spec["joinKeys"].as_array().into_iter().flatten() {
+                println!("  {:<32} {}", text(&k["name"]), text(&k["valueType"]));
+            }
+        }
+        Some("FeatureService") => {
+            println!("Features:");
+            for f in list(&spec["features"]) {
+                println!("  {f}");
+            }
+        }
+        _ => println!("Spec:\n{}", serde_yaml::to_string(spec)?),
+    }
+    Ok(())
+}
