@@ -54,6 +54,10 @@ enum Command {
         /// Print the plan without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete objects of the files' namespaces that the files no
+        /// longer hold.
+        #[arg(long)]
+        prune: bool,
         #[command(flatten)]
         registry: RegistryArg,
     },
@@ -194,10 +198,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Apply {
             file,
             dry_run,
+            prune,
             registry,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            crate::registry::client::apply(&registry.url(&config), &file, dry_run).await
+            crate::registry::client::apply(&registry.url(&config), &file, dry_run, prune).await
         }
         Command::Get {
             resource,

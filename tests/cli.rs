@@ -379,6 +379,47 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
         assert!(Instant::now() < deadline, "did not catch up");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // Prune what the files no longer hold: a dry run changes nothing.
+    std::fs::write(defs.join("alice.yaml"), base).unwrap();
+    let prune = |dry_run: bool| {
+        let mut cmd = larder();
+        cmd.args(["apply", "--prune", "-f"])
+            .arg(&defs)
+            .args(["--registry", &registry_url]);
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let plan = prune(true);
+    assert!(
+        plan.contains("featureview kubeflow-alice/driver_hourly_fv deleted (dry run)"),
+        "{plan}"
+    );
+    let plan = prune(false);
+    let service = plan
+        .find("featureservice kubeflow-alice/driver_activity deleted\n")
+        .expect("the service is pruned");
+    let view = plan
+        .find("featureview kubeflow-alice/driver_hourly_fv deleted\n")
+        .expect("the view is pruned");
+    assert!(service < view, "referrers go first: {plan}");
+    assert!(
+        plan.contains("entity kubeflow-alice/legacy_driver deleted"),
+        "{plan}"
+    );
+    assert!(
+        prune(true).lines().all(|l| !l.contains("deleted")),
+        "nothing left to prune"
+    );
+
     assert!(terminate(&mut server).success());
     assert!(terminate(&mut registry).success());
 }

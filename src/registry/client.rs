@@ -1,6 +1,7 @@
 //! kubectl-like commands against the registry API: `apply`, `get`,
 //! `delete`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -64,10 +65,29 @@ fn read_manifests(path: &Path) -> Result<Vec<serde_json::Value>> {
     Ok(out)
 }
 
-/// `larder apply -f PATH`: prints and applies the plan.
-pub async fn apply(registry: &str, path: &Path, dry_run: bool) -> Result<()> {
+/// `larder apply -f PATH`: prints and applies the plan. With `prune`,
+/// objects of the namespaces the files touch that the files no longer hold
+/// are deleted (referrers first).
+pub async fn apply(registry: &str, path: &Path, dry_run: bool, prune: bool) -> Result<()> {
     let http = reqwest::Client::new();
-    for manifest in read_manifests(path)? {
+    let manifests = read_manifests(path)?;
+    let wanted: BTreeSet<(String, String, String)> = manifests
+        .iter()
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap_or_default().to_owned(),
+                m["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                m["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    for manifest in manifests {
         let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
         let namespace = manifest["metadata"]["namespace"]
             .as_str()
@@ -110,6 +130,66 @@ pub async fn apply(registry: &str, path: &Path, dry_run: bool) -> Result<()> {
             "{} {namespace}/{name} {action}{suffix}",
             kind.to_lowercase()
         );
+    }
+    if prune {
+        prune_absent(&http, registry, &wanted, dry_run).await?;
+    }
+    Ok(())
+}
+
+/// Deletes what the applied files no longer hold, in the namespaces they
+/// touch: referrers before what they refer to.
+async fn prune_absent(
+    http: &reqwest::Client,
+    registry: &str,
+    wanted: &BTreeSet<(String, String, String)>,
+    dry_run: bool,
+) -> Result<()> {
+    let namespaces: BTreeSet<&String> = wanted.iter().map(|(_, ns, _)| ns).collect();
+    let kinds = [
+        "FeatureService",
+        "OnDemandFeatureView",
+        "FeatureView",
+        "DataSource",
+        "Entity",
+    ];
+    for namespace in namespaces {
+        for kind in kinds {
+            let resource = resource_of(kind).expect("known kinds");
+            let list: serde_json::Value = http
+                .get(format!("{registry}{V1}/namespaces/{namespace}/{resource}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            for item in list["items"].as_array().into_iter().flatten() {
+                let name = item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if wanted.contains(&(kind.to_owned(), namespace.clone(), name.clone())) {
+                    continue;
+                }
+                if !dry_run {
+                    let resp = http
+                        .delete(format!(
+                            "{registry}{V1}/namespaces/{namespace}/{resource}/{name}"
+                        ))
+                        .send()
+                        .await?;
+                    if !resp.status().is_success() {
+                        let status = resp.status();
+                        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                        bail!(
+                            "pruning {kind} {namespace}/{name}: {status}: {}",
+                            message_of(&body)
+                        );
+                    }
+                }
+                let suffix = if dry_run { " (dry run)" } else { "" };
+                println!("{} {namespace}/{name} deleted{suffix}", kind.to_lowercase());
+            }
+        }
     }
     Ok(())
 }
