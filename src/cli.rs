@@ -66,9 +66,12 @@ enum Command {
     Get {
         resource: String,
         /// One namespace; all when omitted.
-        #[arg(long, short = 'n')]
+        #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
         namespace: Option<String>,
-        /// `table` (default), `json` or `yaml`.
+        /// Every namespace (the default when no namespace is given).
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        /// `table` (default), `wide`, `json` or `yaml`.
         #[arg(long, short = 'o', default_value = "table")]
         output: String,
         #[command(flatten)]
@@ -207,6 +210,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Get {
             resource,
             namespace,
+            all_namespaces: _,
             output,
             registry,
         } => {

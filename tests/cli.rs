@@ -289,6 +289,23 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("driver_daily_stats_fv"));
     let out = larder()
         .args([
+            "get",
+            "featureviews",
+            "-A",
+            "-o",
+            "wide",
+            "--registry",
+            &registry_url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("entities=driver features=7 ttl=none"),
+        "{text}"
+    );
+    let out = larder()
+        .args([
             "describe",
             "featureviews",
             "driver_daily_stats_fv",

@@ -221,23 +221,60 @@ pub async fn get(
                 print!("---\n{}", serde_yaml::to_string(item)?);
             }
         }
-        _ => {
-            println!(
+        "table" | "wide" => {
+            let wide = output == "wide";
+            print!(
                 "{:<24} {:<40} {:>16}",
                 "NAMESPACE", "NAME", "RESOURCEVERSION"
             );
+            if wide {
+                print!("  {:<36}  DETAILS", "UID");
+            }
+            println!();
             for item in &items {
                 let m = &item["metadata"];
-                println!(
+                print!(
                     "{:<24} {:<40} {:>16}",
                     m["namespace"].as_str().unwrap_or_default(),
                     m["name"].as_str().unwrap_or_default(),
                     m["resourceVersion"].as_str().unwrap_or_default()
                 );
+                if wide {
+                    print!(
+                        "  {:<36}  {}",
+                        m["uid"].as_str().unwrap_or_default(),
+                        details(item)
+                    );
+                }
+                println!();
             }
         }
+        other => bail!("unknown output {other:?} (use table, wide, json or yaml)"),
     }
     Ok(())
+}
+
+/// A one-line summary of an object's spec for `-o wide`.
+fn details(item: &serde_json::Value) -> String {
+    let spec = &item["spec"];
+    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x[key].as_str().or(x.as_str()).map(str::to_owned))
+            .collect()
+    };
+    match item["kind"].as_str() {
+        Some("FeatureView") => format!(
+            "entities={} features={} ttl={}",
+            names(&spec["entities"], "").join(","),
+            spec["features"].as_array().map_or(0, Vec::len),
+            spec["ttl"].as_str().unwrap_or("none")
+        ),
+        Some("Entity") => format!("joinKeys={}", names(&spec["joinKeys"], "name").join(",")),
+        Some("FeatureService") => format!("features={}", names(&spec["features"], "").join(",")),
+        _ => String::new(),
+    }
 }
 
 /// `larder delete RESOURCE NAME -n NS`.
