@@ -342,6 +342,7 @@ async fn serve(config: Config) -> Result<()> {
             sync,
             config.registry.url.clone(),
             config.projects(),
+            config.serve.snapshot_cache.clone(),
         ));
         server
     } else {

@@ -61,6 +61,9 @@ pub struct ServeConfig {
     /// Follow the registry at `registry.url` instead of reading
     /// `definitions`.
     pub follow_registry: bool,
+    /// When following: a file the last snapshot is saved to and served from
+    /// at start-up until the registry answers.
+    pub snapshot_cache: Option<PathBuf>,
     /// The namespace of unqualified feature refs when a request names none.
     pub default_namespace: String,
     #[serde(with = "duration_text")]
@@ -77,6 +80,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 6566)),
             definitions: PathBuf::from("definitions"),
             follow_registry: false,
+            snapshot_cache: None,
             default_namespace: s.default_namespace,
             request_timeout: s.request_timeout,
             max_entity_rows: s.limits.max_entity_rows,

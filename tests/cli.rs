@@ -327,6 +327,10 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
         .env("LARDER__ONLINE_STORE__TYPE", "redis")
         .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
         .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
+        .env(
+            "LARDER__SERVE__SNAPSHOT_CACHE",
+            dir.path().join("snapshot.json"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -368,6 +372,29 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
         metrics.contains("larder_registry_seconds_since_sync"),
         "{metrics}"
     );
+
+    // A server started during the outage serves the saved snapshot.
+    let port2 = common::free_port();
+    let mut second = larder()
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port2}")])
+        .args(["--registry", &registry_url])
+        .env("LARDER__ONLINE_STORE__TYPE", "redis")
+        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
+        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
+        .env(
+            "LARDER__SERVE__SNAPSHOT_CACHE",
+            dir.path().join("snapshot.json"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port2, &mut second);
+    assert_eq!(post(port2, rider)["results"][2]["values"][0], 3);
+    let (_, ready) = get_text(&format!("http://127.0.0.1:{port2}/ready"));
+    assert!(ready.contains("saved snapshot"), "{ready}");
+    assert!(terminate(&mut second).success());
 
     // It comes back and the server catches up.
     let mut registry = start_registry(&db, registry_port);

@@ -92,14 +92,46 @@ pub fn snapshot_from_document(
     Ok((version, snapshot))
 }
 
+/// Writes the snapshot document to `path` atomically (a temporary file
+/// renamed over it), so a crash never leaves half a file.
+fn save(path: &std::path::Path, document: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(document)?)?;
+    std::fs::rename(tmp, path)
+}
+
 /// Follows the registry at `base` (`http://host:port`) until the task is
 /// dropped, replacing `server`'s snapshot whenever the registry's is newer.
+/// With `cache`, every snapshot is also saved there, and a saved one is
+/// served at start-up until the registry answers, so a restart during a
+/// registry outage still serves.
 pub async fn follow(
     server: Arc<FeatureServer>,
     state: Arc<SyncState>,
     base: String,
     projects: BTreeMap<String, String>,
+    cache: Option<std::path::PathBuf>,
 ) {
+    if let Some(path) = &cache
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        match serde_json::from_slice(&bytes)
+            .map_err(|e| FollowError::Invalid(e.to_string()))
+            .and_then(|doc| snapshot_from_document(doc, &projects))
+        {
+            Ok((version, snapshot)) => {
+                server.replace_snapshot(snapshot);
+                state.version.store(version, Ordering::Relaxed);
+                tracing::info!(version, path = %path.display(), "serving the saved snapshot until the registry answers");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "ignoring the saved snapshot")
+            }
+        }
+    }
     let http = reqwest::Client::new();
     let url = format!(
         "{}/apis/features.kubeflow.org/v1/snapshot",
@@ -127,6 +159,11 @@ pub async fn follow(
                 }
                 200 => {
                     let document: serde_json::Value = resp.json().await?;
+                    if let Some(path) = &cache
+                        && let Err(e) = save(path, &document)
+                    {
+                        tracing::warn!(error = %e, path = %path.display(), "cannot save the snapshot");
+                    }
                     let (version, snapshot) = snapshot_from_document(document, &projects)?;
                     server.replace_snapshot(snapshot);
                     state.synced(Some(version));

@@ -213,11 +213,16 @@ impl FeatureServer {
         }
         self.store.ping().await.map_err(ServingError::from)?;
         Ok(match &self.registry_sync {
-            Some(sync) => format!(
-                "ready: serving registry resourceVersion {}; the registry last answered {:.1}s ago",
-                sync.version().unwrap_or_default(),
-                sync.seconds_since_sync().unwrap_or(f64::NAN)
-            ),
+            Some(sync) => match sync.seconds_since_sync() {
+                Some(age) => format!(
+                    "ready: serving registry resourceVersion {}; the registry last answered {age:.1}s ago",
+                    sync.version().unwrap_or_default()
+                ),
+                None => format!(
+                    "ready: serving the saved snapshot of registry resourceVersion {}; the registry has not answered since start-up",
+                    sync.version().unwrap_or_default()
+                ),
+            },
             None => "ready".into(),
         })
     }
