@@ -233,6 +233,27 @@ fn get_text_ok(url: &str) -> Option<String> {
     block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
 }
 
+/// `larder serve` following the registry, with a snapshot cache.
+fn spawn_following(
+    port: u16,
+    registry_url: &str,
+    redis_url: &str,
+    cache: &std::path::Path,
+) -> Child {
+    larder()
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--registry", registry_url])
+        .env("LARDER__ONLINE_STORE__TYPE", "redis")
+        .env("LARDER__ONLINE_STORE__REDIS__URL", redis_url)
+        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
+        .env("LARDER__SERVE__SNAPSHOT_CACHE", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The seed's flow: apply definitions to the registry, a feature server
 /// follows it, picks up a new view within a second of `apply`, keeps
 /// serving with the registry stopped (and says so), and catches up when it
@@ -320,21 +341,8 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
     assert!(text.contains("profit") && text.contains("DOUBLE"), "{text}");
 
     let port = common::free_port();
-    let mut server = larder()
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--registry", &registry_url])
-        .env("LARDER__ONLINE_STORE__TYPE", "redis")
-        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
-        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
-        .env(
-            "LARDER__SERVE__SNAPSHOT_CACHE",
-            dir.path().join("snapshot.json"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let cache = dir.path().join("snapshot.json");
+    let mut server = spawn_following(port, &registry_url, &redis.url(), &cache);
     wait_ready(port, &mut server);
     let body = post(
         port,
@@ -375,21 +383,7 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
 
     // A server started during the outage serves the saved snapshot.
     let port2 = common::free_port();
-    let mut second = larder()
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port2}")])
-        .args(["--registry", &registry_url])
-        .env("LARDER__ONLINE_STORE__TYPE", "redis")
-        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
-        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
-        .env(
-            "LARDER__SERVE__SNAPSHOT_CACHE",
-            dir.path().join("snapshot.json"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut second = spawn_following(port2, &registry_url, &redis.url(), &cache);
     wait_ready(port2, &mut second);
     assert_eq!(post(port2, rider)["results"][2]["values"][0], 3);
     let (_, ready) = get_text(&format!("http://127.0.0.1:{port2}/ready"));

@@ -47,21 +47,16 @@ impl TestDb {
                     _dir: Some(dir),
                 }
             }
-            "postgres" => {
-                let admin = std::env::var("LARDER_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                let name = unique_name();
-                admin_exec(&admin, &format!("CREATE DATABASE {name}")).await;
-                let base = admin.rsplit_once('/').unwrap().0;
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    drop: Some((admin, name)),
-                    _dir: None,
-                }
-            }
-            "mysql" => {
-                let admin = std::env::var("LARDER_TEST_MYSQL_URL")
-                    .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into());
+            "postgres" | "mysql" => {
+                let (variable, default) = if kind == "postgres" {
+                    (
+                        "LARDER_TEST_POSTGRES_URL",
+                        "postgres://postgres@127.0.0.1:5432/postgres",
+                    )
+                } else {
+                    ("LARDER_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql")
+                };
+                let admin = std::env::var(variable).unwrap_or_else(|_| default.into());
                 let name = unique_name();
                 admin_exec(&admin, &format!("CREATE DATABASE {name}")).await;
                 let base = admin.rsplit_once('/').unwrap().0;
