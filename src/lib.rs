@@ -17,10 +17,12 @@
 //! - [`proto`]: generated Feast wire types and their conversions.
 //! - [`config`]: defaults, YAML file, `LARDER__*` environment.
 //! - [`telemetry`]: Prometheus metrics, tracing set-up.
+//! - [`auth`]: Kubernetes RBAC evaluated in-process.
 //! - [`cli`]: the `larder` command and `larder quickstart`.
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod definitions;
