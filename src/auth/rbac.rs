@@ -270,7 +270,7 @@ impl Policy {
     fn subject_is(binding: &Binding, s: &Subject, user: &UserInfo) -> bool {
         match s.kind.as_str() {
             "User" => s.name == user.name,
-            "Group" => user.groups.iter().any(|g| *g == s.name),
+            "Group" => user.groups.contains(&s.name),
             "ServiceAccount" => {
                 let ns = if s.namespace.is_empty() {
                     &binding.namespace
