@@ -1,5 +1,7 @@
-//! Authentication and authorization. Today: an in-process evaluator of
-//! Kubernetes RBAC objects ([`rbac`]); token verification and enforcement
-//! on the servers come next.
+//! Authentication and authorization. Today: offline verification of
+//! service-account tokens against the issuer's keys ([`token`]) and an
+//! in-process evaluator of Kubernetes RBAC objects ([`rbac`]); enforcement
+//! on the servers comes next.
 
 pub mod rbac;
+pub mod token;
