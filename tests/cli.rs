@@ -354,8 +354,9 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
     let rider = r#"{"features": ["driver_rider_fv:rides_together"], "entities": {"driver_id": [1001], "rider_name": ["bob"]}}"#;
     assert_eq!(post(port, rider)["error"]["code"], "not_found");
     std::fs::write(defs.join("alice.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
-    let applied = Instant::now();
     apply(&defs);
+    // Timed from the end of `apply`: the registry has the view from then on.
+    let applied = Instant::now();
     loop {
         let body = post(port, rider);
         if body["results"][2]["values"][0] == 3 {

@@ -750,7 +750,10 @@ async fn client_deadlines_and_slow_redis() {
     )
     .await;
     assert_eq!(code, tonic::Code::DeadlineExceeded as i32, "{message}");
-    assert!(started.elapsed() < Duration::from_millis(290));
+    // The status tells the deadline from the Redis timeout (300 ms, which
+    // would answer UNAVAILABLE); the bound only shows it did not wait for
+    // the blocked Redis.
+    assert!(started.elapsed() < Duration::from_millis(1000));
 
     // No client deadline: the Redis timeout answers UNAVAILABLE.
     let started = Instant::now();
@@ -759,7 +762,10 @@ async fn client_deadlines_and_slow_redis() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
-    assert!(started.elapsed() < Duration::from_millis(1200));
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "before Redis unblocks"
+    );
     blocker.join().unwrap();
     server.shutdown().await;
 }
