@@ -47,6 +47,10 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "scripts/validate-manifests.sh (deploy/ manifests against Kubernetes 1.34 schemas)"
+bash scripts/validate-manifests.sh
+bash scripts/validate-manifests.sh --self-test
+
 # Benchmarks run once each, as a smoke test; their numbers are measured
 # with `cargo bench` (docs/PERFORMANCE.md), never asserted in tests.
 step "cargo test --benches --locked (benchmarks run once)"

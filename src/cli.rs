@@ -1,5 +1,6 @@
 //! The `larder` command line: argument parsing and wiring, nothing more.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::auth::Auth;
 use crate::config::{Config, StoreKind};
 use crate::definitions;
 use crate::model::{EventTime, Value};
@@ -95,6 +97,9 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArg,
     },
+    /// Authentication and authorization tools.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Check definitions without serving them.
     Validate {
         /// A manifest file or a folder of them.
@@ -113,6 +118,33 @@ enum Command {
         listen: SocketAddr,
     },
 }
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Whether a user may do something, answered by the configured
+    /// authorizer: prints yes (exit 0) or no (exit 1). Without --as, the
+    /// user is whoever the client token ($LARDER_TOKEN, $LARDER_TOKEN_FILE
+    /// or registry.token_file) authenticates as.
+    CanI {
+        /// get, list, watch, create, update, patch, delete or *.
+        verb: String,
+        /// RESOURCE or RESOURCE/NAME, e.g. featureviews/driver_daily_stats.
+        resource: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// Ask for this user instead of the token's.
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// A group of the --as user (repeatable).
+        #[arg(long = "as-group", requires = "as_user")]
+        as_group: Vec<String>,
+    },
+}
+
+/// A "no" from `larder auth can-i`: exit code 1 with nothing more printed.
+#[derive(Debug, thiserror::Error)]
+#[error("no")]
+struct AnswerNo;
 
 #[derive(Subcommand)]
 enum RegistryCommand {
@@ -143,6 +175,12 @@ impl RegistryArg {
             .trim_end_matches('/')
             .to_owned()
     }
+
+    /// The registry with the caller's token (see `client_token`).
+    fn remote(&self, config: &Config) -> Result<crate::registry::client::Remote> {
+        let token = crate::registry::client::client_token(config.registry.token_file.as_deref())?;
+        crate::registry::client::Remote::new(&self.url(config), token.as_deref())
+    }
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -161,6 +199,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<AnswerNo>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -205,7 +244,7 @@ async fn run(cli: Cli) -> Result<()> {
             registry,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            crate::registry::client::apply(&registry.url(&config), &file, dry_run, prune).await
+            crate::registry::client::apply(&registry.remote(&config)?, &file, dry_run, prune).await
         }
         Command::Get {
             resource,
@@ -216,7 +255,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let config = Config::load(cli.config.as_deref())?;
             crate::registry::client::get(
-                &registry.url(&config),
+                &registry.remote(&config)?,
                 &resource,
                 namespace.as_deref(),
                 &output,
@@ -230,8 +269,13 @@ async fn run(cli: Cli) -> Result<()> {
             registry,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            crate::registry::client::describe(&registry.url(&config), &resource, &namespace, &name)
-                .await
+            crate::registry::client::describe(
+                &registry.remote(&config)?,
+                &resource,
+                &namespace,
+                &name,
+            )
+            .await
         }
         Command::Delete {
             resource,
@@ -240,8 +284,23 @@ async fn run(cli: Cli) -> Result<()> {
             registry,
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            crate::registry::client::delete(&registry.url(&config), &resource, &namespace, &name)
-                .await
+            crate::registry::client::delete(
+                &registry.remote(&config)?,
+                &resource,
+                &namespace,
+                &name,
+            )
+            .await
+        }
+        Command::Auth(AuthCommand::CanI {
+            verb,
+            resource,
+            namespace,
+            as_user,
+            as_group,
+        }) => {
+            let config = Config::load(cli.config.as_deref())?;
+            can_i(&config, &verb, &resource, &namespace, as_user, as_group).await
         }
         Command::Validate { definitions } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -321,8 +380,108 @@ pub async fn open_store(config: &Config) -> Result<OnlineStore> {
     })
 }
 
+/// Authentication and authorization as configured, with the bind check.
+async fn open_auth(config: &Config, listen: std::net::SocketAddr) -> Result<Arc<Auth>> {
+    let auth = Auth::from_config(&config.auth)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    auth.check_bind(listen, config.auth.allow_insecure_bind)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Arc::new(auth))
+}
+
+/// Reloads the RBAC policy files on SIGHUP; a policy that does not load
+/// leaves the one in force.
+fn reload_policy_on_sighup(auth: Arc<Auth>, config: &Config) {
+    if config.auth.authentication == crate::config::AuthenticationMode::None
+        || config.auth.authorization != crate::config::AuthorizationMode::Rbac
+    {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        let paths = config.auth.rbac_policy.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match crate::auth::load_policy(&paths).and_then(|p| auth.replace_policy(p)) {
+                    Ok(()) => tracing::info!("RBAC policy reloaded"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "RBAC policy not reloaded; the previous one stays in force")
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `larder auth can-i`.
+async fn can_i(
+    config: &Config,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+    as_user: Option<String>,
+    as_groups: Vec<String>,
+) -> Result<()> {
+    let verb = crate::auth::known_verb(verb).map_err(|e| anyhow::anyhow!(e))?;
+    let (resource, name) = resource.split_once('/').unwrap_or((resource, ""));
+    let resource = crate::auth::known_resource(resource).map_err(|e| anyhow::anyhow!(e))?;
+    let auth = Auth::from_config(&config.auth)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if auth.is_disabled() {
+        println!("yes (auth.authentication is none: everything is allowed)");
+        return Ok(());
+    }
+    let user = match as_user {
+        Some(name) => {
+            let mut groups = as_groups;
+            groups.push("system:authenticated".into());
+            Arc::new(crate::auth::UserInfo { name, groups })
+        }
+        None => {
+            let token = crate::registry::client::client_token(config.registry.token_file.as_deref())?
+                .context("no --as and no client token ($LARDER_TOKEN, $LARDER_TOKEN_FILE or registry.token_file)")?;
+            auth.authenticate(Some(&format!("Bearer {token}")))
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?
+        }
+    };
+    let allowed = auth
+        .allowed(&user, verb, resource, namespace, name)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if allowed {
+        println!("yes");
+        Ok(())
+    } else {
+        println!("no");
+        Err(AnswerNo.into())
+    }
+}
+
+/// One store per namespace that has its own credentials.
+fn open_namespace_stores(config: &Config) -> Result<HashMap<String, OnlineStore>> {
+    let settings = config.namespace_redis_settings()?;
+    if !settings.is_empty() && config.online_store.kind != StoreKind::Redis {
+        anyhow::bail!("namespaces.<ns>.redis credentials need online_store.type: redis");
+    }
+    settings
+        .into_iter()
+        .map(|(ns, s)| Ok((ns, OnlineStore::Redis(RedisStore::new(s)?))))
+        .collect()
+}
+
 async fn serve(config: Config) -> Result<()> {
     let store = open_store(&config).await?;
+    let auth = open_auth(&config, config.serve.listen).await?;
+    reload_policy_on_sighup(auth.clone(), &config);
+    let namespace_stores = open_namespace_stores(&config)?;
+    let user_namespaces: HashMap<String, String> = config.user_namespaces().into_iter().collect();
     let listener = tokio::net::TcpListener::bind(config.serve.listen)
         .await
         .with_context(|| format!("binding {}", config.serve.listen))?;
@@ -335,6 +494,8 @@ async fn serve(config: Config) -> Result<()> {
                 store,
                 config.serve.serving_settings(),
             )
+            .with_auth(auth)
+            .with_namespace_stores(namespace_stores, user_namespaces)
             .following(sync.clone()),
         );
         tokio::spawn(crate::registry::follower::follow(
@@ -343,6 +504,7 @@ async fn serve(config: Config) -> Result<()> {
             config.registry.url.clone(),
             config.projects(),
             config.serve.snapshot_cache.clone(),
+            config.registry.token_file.clone(),
         ));
         server
     } else {
@@ -352,11 +514,11 @@ async fn serve(config: Config) -> Result<()> {
                 config.serve.definitions.display()
             )
         })?;
-        let server = Arc::new(FeatureServer::new(
-            snapshot,
-            store,
-            config.serve.serving_settings(),
-        ));
+        let server = Arc::new(
+            FeatureServer::new(snapshot, store, config.serve.serving_settings())
+                .with_auth(auth)
+                .with_namespace_stores(namespace_stores, user_namespaces),
+        );
         reload_on_sighup(server.clone(), config);
         server
     };
@@ -378,12 +540,14 @@ async fn registry_serve(config: Config) -> Result<()> {
     let store = crate::registry::store::SqlRegistryStore::connect(database)
         .await
         .with_context(|| "opening the registry database".to_string())?;
+    let auth = open_auth(&config, config.registry.listen).await?;
+    reload_policy_on_sighup(auth.clone(), &config);
     let listener = tokio::net::TcpListener::bind(config.registry.listen)
         .await
         .with_context(|| format!("binding {}", config.registry.listen))?;
     crate::registry::api::run(
         listener,
-        crate::registry::api::Registry::new(store),
+        crate::registry::api::Registry::with_auth(store, auth),
         serving::shutdown_signal(),
     )
     .await?;

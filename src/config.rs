@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
 
 use crate::online::layout::KeyVersion;
-use crate::online::{ReadCommand, RedisSettings};
+use crate::online::{ReadCommand, RedisCredentials, RedisSettings};
 use crate::serving::{Limits, ServingSettings};
 
 /// larder's whole configuration.
@@ -22,6 +22,8 @@ pub struct Config {
     pub serve: ServeConfig,
     pub registry: RegistryConfig,
     pub online_store: OnlineStoreConfig,
+    /// Who may call the servers, and what they may do.
+    pub auth: AuthConfig,
     /// Per-namespace settings, by namespace name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
@@ -38,14 +40,19 @@ pub struct RegistryConfig {
     /// Where clients (`larder apply/get/delete`, `larder serve` when
     /// following) reach the registry.
     pub url: String,
+    /// The bearer token clients send to the registry, read fresh for every
+    /// request (projected service-account tokens rotate). `$LARDER_TOKEN`
+    /// or `$LARDER_TOKEN_FILE` when unset.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             database: "sqlite://.larder/registry.db?mode=rwc".into(),
-            listen: SocketAddr::from(([0, 0, 0, 0], 6570)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6570)),
             url: "http://127.0.0.1:6570".into(),
+            token_file: None,
         }
     }
 }
@@ -77,7 +84,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         let s = ServingSettings::default();
         ServeConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 6566)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6566)),
             definitions: PathBuf::from("definitions"),
             follow_registry: false,
             snapshot_cache: None,
@@ -192,6 +199,155 @@ pub struct NamespaceConfig {
     /// The Feast project name of the namespace in the online store;
     /// default: the namespace with `-` replaced by `_`.
     pub project: Option<String>,
+    /// People (callers that are not service accounts) who act in this
+    /// namespace: their reads use its store credentials. A service account
+    /// acts in its own namespace.
+    pub users: Vec<String>,
+    /// The namespace's Redis ACL user: reads of callers acting in this
+    /// namespace and writes to its views use it.
+    pub redis: Option<SecretUser>,
+    /// The namespace's database user for the offline store.
+    pub database: Option<SecretUser>,
+}
+
+/// A user name and where its password comes from: a file (a mounted
+/// Kubernetes Secret) or an environment variable. Never the password itself.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretUser {
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+impl SecretUser {
+    /// Reads the password; `key` names this entry in errors.
+    pub fn password(&self, key: &str) -> Result<String, ConfigError> {
+        match (&self.password_file, &self.password_env) {
+            (Some(file), None) => std::fs::read_to_string(file)
+                .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| ConfigError(format!("`{key}.password_file` {}: {e}", file.display()))),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| ConfigError(format!("`{key}.password_env`: ${var} is not set"))),
+            _ => Err(ConfigError(format!(
+                "`{key}`: set exactly one of password_file and password_env"
+            ))),
+        }
+    }
+}
+
+/// `auth.authentication`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthenticationMode {
+    /// Development only: no tokens, everything allowed, loopback binds only
+    /// unless `allow_insecure_bind`.
+    #[default]
+    None,
+    /// A Kubernetes static token file.
+    Static,
+    /// Service-account JWTs verified offline against a JWKS.
+    Jwks,
+    /// TokenReview against the Kubernetes API server.
+    Kubernetes,
+}
+
+/// `auth.authorization`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizationMode {
+    /// Kubernetes RBAC manifests evaluated in-process.
+    #[default]
+    Rbac,
+    /// SubjectAccessReview against the Kubernetes API server.
+    Kubernetes,
+}
+
+/// `auth.jwks`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksConfig {
+    /// The issuer's keys in a file...
+    pub file: Option<PathBuf>,
+    /// ...or at a URL (e.g. `https://kubernetes.default.svc/openid/v1/jwks`).
+    pub url: Option<String>,
+    /// The `iss` tokens must carry.
+    pub issuer: Option<String>,
+    /// A CA bundle for `url`.
+    pub ca_file: Option<PathBuf>,
+    /// A bearer token file sent to `url`.
+    pub token_file: Option<PathBuf>,
+    /// How often the keys are reloaded; `0s` never.
+    #[serde(with = "duration_text")]
+    pub refresh: Duration,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        JwksConfig {
+            file: None,
+            url: None,
+            issuer: None,
+            ca_file: None,
+            token_file: None,
+            refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `auth`: the same for the registry and the feature server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub authentication: AuthenticationMode,
+    pub authorization: AuthorizationMode,
+    /// Audiences a token must be issued for.
+    pub audiences: Vec<String>,
+    pub static_token_file: Option<PathBuf>,
+    pub jwks: JwksConfig,
+    /// For the `kubernetes` modes: a kubeconfig; in-cluster config when
+    /// unset and running in a pod, else `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    pub kube_context: Option<String>,
+    /// For `rbac`: files or folders of Role, ClusterRole, RoleBinding and
+    /// ClusterRoleBinding manifests. Reloaded on SIGHUP.
+    pub rbac_policy: Vec<PathBuf>,
+    /// How long a verified identity is remembered (never past the token's
+    /// expiry).
+    #[serde(with = "duration_text")]
+    pub identity_ttl: Duration,
+    /// How long an allow is remembered.
+    #[serde(with = "duration_text")]
+    pub allow_ttl: Duration,
+    /// How long a deny is remembered.
+    #[serde(with = "duration_text")]
+    pub deny_ttl: Duration,
+    /// The longest a TokenReview or SubjectAccessReview may take; slower
+    /// answers are refusals.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Let authentication `none` listen beyond loopback.
+    pub allow_insecure_bind: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            authentication: AuthenticationMode::None,
+            authorization: AuthorizationMode::Rbac,
+            audiences: vec![crate::auth::API_GROUP.into()],
+            static_token_file: None,
+            jwks: JwksConfig::default(),
+            kubeconfig: None,
+            kube_context: None,
+            rbac_policy: Vec::new(),
+            identity_ttl: Duration::from_secs(60),
+            allow_ttl: Duration::from_secs(10),
+            deny_ttl: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            allow_insecure_bind: false,
+        }
+    }
 }
 
 /// A configuration that cannot be used, naming the key.
@@ -262,6 +418,17 @@ impl Config {
                 )));
             }
         }
+        let mut seen = BTreeMap::new();
+        for (ns, c) in &self.namespaces {
+            for user in &c.users {
+                if let Some(other) = seen.insert(user, ns) {
+                    return Err(ConfigError(format!(
+                        "`namespaces.{ns}.users`: {user:?} is already listed in namespaces.{other}; \
+                         a person acts in one namespace"
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -286,7 +453,45 @@ impl Config {
                 ReadCommandConfig::Hmget => ReadCommand::Hmget,
                 ReadCommandConfig::Hgetall => ReadCommand::Hgetall,
             },
+            credentials: None,
         })
+    }
+
+    /// The Redis settings of each namespace that has its own ACL user.
+    pub fn namespace_redis_settings(&self) -> Result<BTreeMap<String, RedisSettings>, ConfigError> {
+        let base = self.redis_settings()?;
+        let mut out = BTreeMap::new();
+        for (ns, c) in &self.namespaces {
+            if let Some(user) = &c.redis {
+                let key = format!("namespaces.{ns}.redis");
+                if user.username.is_empty() {
+                    return Err(ConfigError(format!("`{key}.username` is empty")));
+                }
+                let credentials = RedisCredentials {
+                    username: user.username.clone(),
+                    password: user.password(&key)?,
+                };
+                out.insert(
+                    ns.clone(),
+                    RedisSettings {
+                        credentials: Some(credentials),
+                        ..base.clone()
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The namespace each configured person acts in.
+    pub fn user_namespaces(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (ns, c) in &self.namespaces {
+            for user in &c.users {
+                out.entry(user.clone()).or_insert_with(|| ns.clone());
+            }
+        }
+        out
     }
 
     /// Project-name overrides by namespace.

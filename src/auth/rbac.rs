@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// Who is asking: a verified user name and its groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserInfo {
     pub name: String,
     pub groups: Vec<String>,
@@ -49,6 +49,18 @@ fn has(list: &[String], value: &str) -> bool {
     list.iter().any(|v| v == "*" || v == value)
 }
 
+/// A rule's resource against a requested one: `*` is every resource and
+/// subresource, `*/sub` is subresource `sub` of every resource.
+fn resource_matches(rule: &str, requested: &str) -> bool {
+    if rule == "*" || rule == requested {
+        return true;
+    }
+    match (rule.strip_prefix("*/"), requested.split_once('/')) {
+        (Some(sub), Some((_, requested_sub))) => sub == requested_sub,
+        _ => false,
+    }
+}
+
 impl PolicyRule {
     /// Kubernetes' rule match. A rule with resourceNames only matches
     /// requests that name an object among them, so it never allows create
@@ -56,7 +68,10 @@ impl PolicyRule {
     pub fn allows(&self, r: &Request<'_>) -> bool {
         has(&self.verbs, r.verb)
             && has(&self.api_groups, r.api_group)
-            && has(&self.resources, r.resource)
+            && self
+                .resources
+                .iter()
+                .any(|x| resource_matches(x, r.resource))
             && (self.resource_names.is_empty()
                 || (!r.name.is_empty() && self.resource_names.iter().any(|n| n == r.name)))
     }
@@ -91,12 +106,9 @@ struct LabelSelector {
 }
 
 impl LabelSelector {
-    /// Kubernetes selector semantics; an empty selector matches nothing in
-    /// an aggregation rule (as Kubernetes treats it there).
+    /// Kubernetes selector semantics: every requirement holds, so an empty
+    /// selector matches every object.
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        if self.match_labels.is_empty() && self.match_expressions.is_empty() {
-            return false;
-        }
         self.match_labels
             .iter()
             .all(|(k, v)| labels.get(k) == Some(v))
@@ -212,10 +224,28 @@ impl Policy {
         let mut policy = Policy::default();
         let cluster_roles: Vec<&Object> =
             objects.iter().filter(|o| o.kind == "ClusterRole").collect();
-        for role in &cluster_roles {
-            let mut rules = role.rules.clone();
-            // Aggregation: the rules of every ClusterRole a selector picks.
-            if let Some(aggregation) = &role.aggregation_rule {
+        // Aggregation as Kubernetes' controller does it: an aggregating
+        // ClusterRole's rules are replaced by the union of the rules of the
+        // ClusterRoles its selectors pick, which may aggregate in turn; so
+        // iterate to a fixed point (at most one round per role).
+        let mut resolved: BTreeMap<&str, Vec<PolicyRule>> = cluster_roles
+            .iter()
+            .map(|r| {
+                let own = if r.aggregation_rule.is_some() {
+                    Vec::new()
+                } else {
+                    r.rules.clone()
+                };
+                (r.metadata.name.as_str(), own)
+            })
+            .collect();
+        for _ in 0..=cluster_roles.len() {
+            let mut changed = false;
+            for role in &cluster_roles {
+                let Some(aggregation) = &role.aggregation_rule else {
+                    continue;
+                };
+                let mut rules: Vec<PolicyRule> = Vec::new();
                 for other in &cluster_roles {
                     if other.metadata.name != role.metadata.name
                         && aggregation
@@ -223,17 +253,39 @@ impl Policy {
                             .iter()
                             .any(|s| s.matches(&other.metadata.labels))
                     {
-                        rules.extend(other.rules.iter().cloned());
+                        for rule in &resolved[other.metadata.name.as_str()] {
+                            if !rules.contains(rule) {
+                                rules.push(rule.clone());
+                            }
+                        }
                     }
                 }
+                let current = resolved
+                    .get_mut(role.metadata.name.as_str())
+                    .expect("every ClusterRole is resolved");
+                if *current != rules {
+                    *current = rules;
+                    changed = true;
+                }
             }
-            policy
-                .cluster_roles
-                .insert(role.metadata.name.clone(), rules);
+            if !changed {
+                break;
+            }
+        }
+        for (name, rules) in resolved {
+            policy.cluster_roles.insert(name.to_owned(), rules);
         }
         for o in &objects {
             match o.kind.as_str() {
                 "Role" => {
+                    if o.metadata.namespace.is_empty() {
+                        return Err(RbacError {
+                            what: format!("Role {}", o.metadata.name),
+                            reason:
+                                "metadata.namespace is missing: a Role belongs to one namespace"
+                                    .into(),
+                        });
+                    }
                     policy.roles.insert(
                         (o.metadata.namespace.clone(), o.metadata.name.clone()),
                         o.rules.clone(),
@@ -245,6 +297,27 @@ impl Policy {
                         what: what.clone(),
                         reason: "roleRef is missing".into(),
                     })?;
+                    if o.kind == "RoleBinding" && o.metadata.namespace.is_empty() {
+                        return Err(RbacError {
+                            what,
+                            reason: "metadata.namespace is missing: a RoleBinding grants in one namespace"
+                                .into(),
+                        });
+                    }
+                    if o.kind == "ClusterRoleBinding"
+                        && let Some(s) = o
+                            .subjects
+                            .iter()
+                            .find(|s| s.kind == "ServiceAccount" && s.namespace.is_empty())
+                    {
+                        return Err(RbacError {
+                            what,
+                            reason: format!(
+                                "subject ServiceAccount {:?} needs a namespace in a ClusterRoleBinding",
+                                s.name
+                            ),
+                        });
+                    }
                     if o.kind == "ClusterRoleBinding" && role_ref.kind != "ClusterRole" {
                         return Err(RbacError {
                             what,

@@ -34,6 +34,7 @@ pub struct JwksVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
 }
 
 /// Checks `sub` is `system:serviceaccount:NAMESPACE:NAME` with both parts
@@ -88,6 +89,12 @@ impl JwksVerifier {
 
     /// Verifies `token` and returns who it stands for.
     pub fn verify(&self, token: &str) -> Result<UserInfo, TokenError> {
+        self.verify_until(token).map(|(user, _)| user)
+    }
+
+    /// Verifies `token` and returns who it stands for and when it expires
+    /// (`exp`, seconds since the epoch).
+    pub fn verify_until(&self, token: &str) -> Result<(UserInfo, u64), TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
@@ -105,7 +112,9 @@ impl JwksVerifier {
             validation.leeway = 30;
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             match decode::<Claims>(token, key, &validation) {
-                Ok(data) => return service_account_user(&data.claims.sub),
+                Ok(data) => {
+                    return Ok((service_account_user(&data.claims.sub)?, data.claims.exp));
+                }
                 Err(e) => last = TokenError::Invalid(e.to_string()),
             }
         }

@@ -14,7 +14,7 @@ mod sqlite_store;
 
 use std::time::Duration;
 
-pub use redis_store::{ReadCommand, RedisSettings, RedisStore};
+pub use redis_store::{ReadCommand, RedisCredentials, RedisSettings, RedisStore};
 pub use sqlite_store::SqliteStore;
 
 use crate::model::{EventTime, Value};
@@ -51,6 +51,10 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("online store failed: {0}")]
     Failed(String),
+    /// The store's own access control refused (Redis NOPERM): the
+    /// credentials in use may not touch these keys.
+    #[error("online store denied access: {0}")]
+    Denied(String),
 }
 
 /// A row handed to [`OnlineStore::write_rows`] that does not fit its view.

@@ -44,6 +44,25 @@ pub struct RedisSettings {
     pub key_ttl: Duration,
     /// How reads fetch a key's fields.
     pub read_command: ReadCommand,
+    /// A Redis ACL user and its password (`AUTH username password`), in
+    /// place of any in `url`: a namespace's own credentials.
+    pub credentials: Option<RedisCredentials>,
+}
+
+/// A Redis ACL user. The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RedisCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// HMGET asks for the wanted fields; HGETALL fetches the whole hash and
@@ -68,6 +87,7 @@ impl Default for RedisSettings {
             entity_key_serialization_version: KeyVersion::V3,
             key_ttl: Duration::ZERO,
             read_command: ReadCommand::Hmget,
+            credentials: None,
         }
     }
 }
@@ -143,7 +163,18 @@ return 1
 "#;
 
 fn classify(e: redis::RedisError) -> StoreError {
-    if e.is_timeout() {
+    // NOPERM comes as the reply's code, or inside the error of a script
+    // whose Redis calls the ACL refused.
+    let text = e.to_string();
+    if e.code() == Some("NOPERM")
+        || text.contains("NOPERM")
+        || text.contains("NoPerm")
+        || text.contains("user executing the script can't access")
+    {
+        StoreError::Denied(format!("the Redis ACL user refused access (NOPERM): {e}"))
+    } else if e.code() == Some("WRONGPASS") || text.contains("WRONGPASS") {
+        StoreError::Denied(format!("Redis refused larder's credentials: {e}"))
+    } else if e.is_timeout() {
         StoreError::Unavailable(format!("Redis timed out: {e}"))
     } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         StoreError::Unavailable(format!("Redis unreachable: {e}"))
@@ -230,6 +261,17 @@ impl RedisStore {
                 .into_connection_info()
                 .map_err(|e| StoreError::Failed(format!("invalid Redis url: {e}")))?
                 .set_tcp_settings(no_delay());
+            let info = match &settings.credentials {
+                Some(c) => {
+                    let redis = info
+                        .redis_settings()
+                        .clone()
+                        .set_username(&c.username)
+                        .set_password(&c.password);
+                    info.set_redis_settings(redis)
+                }
+                None => info,
+            };
             let client = redis::Client::open(info)
                 .map_err(|e| StoreError::Failed(format!("invalid Redis url: {e}")))?;
             Backend::Standalone {
@@ -240,7 +282,11 @@ impl RedisStore {
                 next: AtomicUsize::new(0),
             }
         } else {
-            let client = ClusterClient::builder(settings.cluster_nodes.clone())
+            let mut builder = ClusterClient::builder(settings.cluster_nodes.clone());
+            if let Some(c) = &settings.credentials {
+                builder = builder.username(&c.username).password(&c.password);
+            }
+            let client = builder
                 .tcp_settings(no_delay())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.timeout)

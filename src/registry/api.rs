@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 
 use super::RegistrySnapshot;
 use super::store::{Interval, RegistryStore, StoreError, StoredObject};
+use crate::auth::{Auth, AuthError, Caller};
 use crate::definitions::{self, DefinitionError, Located};
 use crate::model::check_dns1123_label;
 
@@ -89,6 +91,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string())
+            }
+            AuthError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()),
+            AuthError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 impl From<DefinitionError> for ApiError {
     fn from(e: DefinitionError) -> Self {
         Self::invalid(e.to_string())
@@ -105,7 +123,14 @@ impl IntoResponse for ApiError {
             "message": self.message,
             "code": self.status.as_u16(),
         });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -123,11 +148,20 @@ pub struct Registry<S> {
     /// graceful shutdown for their whole timeout.
     closing: std::sync::atomic::AtomicBool,
     max_body_bytes: usize,
+    auth: Arc<Auth>,
 }
 
 impl<S: RegistryStore + 'static> Registry<S> {
+    /// A registry without authentication: development only.
     pub fn new(store: S) -> Arc<Self> {
+        Self::with_auth(store, Arc::new(Auth::disabled()))
+    }
+
+    /// A registry that authenticates every API request and authorizes each
+    /// verb on each object with `auth`.
+    pub fn with_auth(store: S, auth: Arc<Auth>) -> Arc<Self> {
         Arc::new(Registry {
+            auth,
             store,
             changed: Notify::new(),
             writes: tokio::sync::Mutex::new(()),
@@ -268,11 +302,33 @@ async fn check_namespace_suffixes<S: RegistryStore>(
 
 async fn put_object<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&resource)?;
+    let resource = kind_resource(kind);
+    // Updating an object needs `update` on it; creating one needs
+    // `create`, which names no object (so resourceNames cannot grant it).
+    // A refusal does not say which, so it tells nothing of existence.
+    let exists = registry.store.get(kind, &namespace, &name).await?.is_some();
+    let (verb, object) = if exists {
+        ("update", name.as_str())
+    } else {
+        ("create", "")
+    };
+    if !registry
+        .auth
+        .allowed(&caller, verb, resource, &namespace, object)
+        .await?
+    {
+        return Err(AuthError::Forbidden(format!(
+            "{} may not create or update {resource} {name:?} in namespace {namespace:?}",
+            caller.name
+        ))
+        .into());
+    }
     check_dns1123_label(&namespace)
         .map_err(|why| ApiError::invalid(format!("namespace {namespace:?}: {why}")))?;
     let value = body_value(&headers, &body)?;
@@ -335,10 +391,15 @@ struct DeleteQuery {
 
 async fn delete_object<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
     Query(query): Query<DeleteQuery>,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&resource)?;
+    registry
+        .auth
+        .authorize(&caller, "delete", kind_resource(kind), &namespace, &name)
+        .await?;
     let _write = registry.writes.lock().await;
     let all = namespace_objects(&registry.store, &namespace).await?;
     if !all.iter().any(|(k, l)| k == kind && l.id.name == name) {
@@ -374,9 +435,14 @@ async fn delete_object<S: RegistryStore>(
 
 async fn get_object<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, resource, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = kind_of(&resource)?;
+    registry
+        .auth
+        .authorize(&caller, "get", kind_resource(kind), &namespace, &name)
+        .await?;
     match registry.store.get(kind, &namespace, &name).await? {
         Some(o) => Ok(axum::Json(render(&o)).into_response()),
         None => Err(StoreError::NotFound {
@@ -451,6 +517,7 @@ fn selected(o: &StoredObject, requirements: &[Requirement]) -> bool {
 
 async fn list<S: RegistryStore>(
     registry: &Registry<S>,
+    caller: &Caller,
     resource: &str,
     namespace: Option<&str>,
     query: ListQuery,
@@ -458,10 +525,29 @@ async fn list<S: RegistryStore>(
     let kind = kind_of(resource)?;
     let requirements = parse_selector(query.label_selector.as_deref().unwrap_or(""))?;
     let version = registry.store.version().await?;
-    let mut matching = registry
-        .store
-        .list(kind, namespace)
-        .await?
+    let objects = registry.store.list(kind, namespace).await?;
+    let visible = registry.visible(caller, objects).await?;
+    // Nothing visible: an empty list for who may list here, else 403, so
+    // that an empty namespace and a closed one look alike to outsiders.
+    let scope = namespace.unwrap_or("");
+    if visible.is_empty()
+        && !registry
+            .auth
+            .allowed(caller, "list", kind_resource(kind), scope, "")
+            .await?
+    {
+        return Err(AuthError::Forbidden(format!(
+            "{} may not list {} {}",
+            caller.name,
+            kind_resource(kind),
+            match namespace {
+                Some(ns) => format!("in namespace {ns:?}"),
+                None => "across namespaces".into(),
+            }
+        ))
+        .into());
+    }
+    let mut matching = visible
         .into_iter()
         .filter(|o| selected(o, &requirements))
         // Continue after the object the previous page ended with.
@@ -490,14 +576,16 @@ async fn list<S: RegistryStore>(
 
 async fn list_namespaced<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, resource)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    list(&registry, &resource, Some(&namespace), query).await
+    list(&registry, &caller, &resource, Some(&namespace), query).await
 }
 
 async fn list_everywhere<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path(resource): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
@@ -508,7 +596,7 @@ async fn list_everywhere<S: RegistryStore>(
             "use GET /snapshot",
         ));
     }
-    list(&registry, &resource, None, query).await
+    list(&registry, &caller, &resource, None, query).await
 }
 
 #[derive(Deserialize)]
@@ -525,6 +613,7 @@ struct SnapshotQuery {
 /// store is newer than `resourceVersion` (or the timeout passes: 304).
 async fn snapshot<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
     if query.watch {
@@ -558,6 +647,8 @@ async fn snapshot<S: RegistryStore>(
         let objects = registry.store.list_all().await?;
         let after = registry.store.version().await?;
         if before == after {
+            // Only what the caller may get; an empty list when nothing.
+            let objects = registry.visible(&caller, objects).await?;
             let items: Vec<serde_json::Value> = objects.iter().map(render).collect();
             let body = serde_json::json!({
                 "apiVersion": "features.kubeflow.org/v1",
@@ -604,8 +695,13 @@ async fn view_must_exist<S: RegistryStore>(
 /// The materialized intervals of a feature view.
 async fn list_intervals<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    registry
+        .auth
+        .authorize(&caller, "get", "materializations", &namespace, &name)
+        .await?;
     view_must_exist(&registry, &namespace, &name).await?;
     let items: Vec<_> = registry
         .store
@@ -623,10 +719,15 @@ async fn list_intervals<S: RegistryStore>(
 /// Records a materialized interval: `{"start": RFC 3339, "end": RFC 3339}`.
 async fn append_interval<S: RegistryStore>(
     State(registry): State<Arc<Registry<S>>>,
+    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    registry
+        .auth
+        .authorize(&caller, "create", "materializations", &namespace, "")
+        .await?;
     let value = body_value(&headers, &body)?;
     let time = |field: &str| -> Result<i64, ApiError> {
         let text = value[field].as_str().ok_or_else(|| {
@@ -662,7 +763,7 @@ async fn openapi() -> Response {
 /// The registry's routes.
 pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router {
     let max = registry.max_body_bytes;
-    Router::new()
+    let api = Router::new()
         .route(&format!("{PREFIX}/snapshot"), get(snapshot::<S>))
         .route(&format!("{PREFIX}/{{resource}}"), get(list_everywhere::<S>))
         .route(
@@ -679,10 +780,84 @@ pub fn routes<S: RegistryStore + 'static>(registry: Arc<Registry<S>>) -> Router 
             &format!("{PREFIX}/namespaces/{{namespace}}/featureviews/{{name}}/materializations"),
             get(list_intervals::<S>).post(append_interval::<S>),
         )
+        .route_layer(middleware::from_fn_with_state(
+            registry.auth.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(api)
         .route("/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(max))
         .with_state(registry)
+}
+
+/// Authenticates every API request before its handler runs; the caller
+/// goes to the handler as an extension. The health check and the OpenAPI
+/// document stay open.
+async fn authenticate(
+    State(auth): State<Arc<Auth>>,
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.authenticate(header).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The resource name authorization uses for a kind.
+fn kind_resource(kind: &str) -> &'static str {
+    resource_of(kind).unwrap_or("unknown")
+}
+
+impl<S: RegistryStore> Registry<S> {
+    /// The objects of `objects` the caller may see: all of a namespace and
+    /// resource when it may `list` them there (or across namespaces), else
+    /// those it may `get` one by one: a list allowed only by name-restricted
+    /// Roles shows exactly the objects they name.
+    async fn visible(
+        &self,
+        caller: &Caller,
+        objects: Vec<StoredObject>,
+    ) -> Result<Vec<StoredObject>, AuthError> {
+        let mut listable: Vec<(&'static str, String, bool)> = Vec::new();
+        let mut out = Vec::with_capacity(objects.len());
+        for o in objects {
+            let resource = kind_resource(&o.kind);
+            let may_list = match listable
+                .iter()
+                .find(|(r, ns, _)| *r == resource && *ns == o.namespace)
+            {
+                Some((_, _, allowed)) => *allowed,
+                None => {
+                    let allowed = self.auth.allowed(caller, "list", resource, "", "").await?
+                        || self
+                            .auth
+                            .allowed(caller, "list", resource, &o.namespace, "")
+                            .await?;
+                    listable.push((resource, o.namespace.clone(), allowed));
+                    allowed
+                }
+            };
+            if may_list
+                || self
+                    .auth
+                    .allowed(caller, "get", resource, &o.namespace, &o.name)
+                    .await?
+            {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Serves the registry API on `listener` until `shutdown` completes.

@@ -13,6 +13,51 @@ use crate::definitions;
 const V1: &str = "/apis/features.kubeflow.org/v1";
 
 /// Applies in dependency order, so that references resolve.
+/// A registry to talk to: its URL and an HTTP client that sends the
+/// caller's bearer token, when there is one.
+pub struct Remote {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(url: &str, token: Option<&str>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the bearer token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(Remote {
+            url: url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
+        })
+    }
+}
+
+/// The token a client sends: `$LARDER_TOKEN`, else the file named by
+/// `token_file` (`registry.token_file`) or `$LARDER_TOKEN_FILE`, read
+/// fresh each time because projected tokens rotate.
+pub fn client_token(token_file: Option<&Path>) -> Result<Option<String>> {
+    if let Ok(token) = std::env::var("LARDER_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(Some(token.trim().to_owned()));
+    }
+    let from_env = std::env::var_os("LARDER_TOKEN_FILE").map(std::path::PathBuf::from);
+    match token_file.map(Path::to_path_buf).or(from_env) {
+        Some(path) => {
+            let token = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            Ok(Some(token.trim().to_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
 fn rank(kind: &str) -> usize {
     match kind {
         "Entity" => 0,
@@ -68,8 +113,8 @@ fn read_manifests(path: &Path) -> Result<Vec<serde_json::Value>> {
 /// `larder apply -f PATH`: prints and applies the plan. With `prune`,
 /// objects of the namespaces the files touch that the files no longer hold
 /// are deleted (referrers first).
-pub async fn apply(registry: &str, path: &Path, dry_run: bool, prune: bool) -> Result<()> {
-    let http = reqwest::Client::new();
+pub async fn apply(remote: &Remote, path: &Path, dry_run: bool, prune: bool) -> Result<()> {
+    let (registry, http) = (remote.url.as_str(), &remote.http);
     let manifests = read_manifests(path)?;
     let wanted: BTreeSet<(String, String, String)> = manifests
         .iter()
@@ -132,7 +177,7 @@ pub async fn apply(registry: &str, path: &Path, dry_run: bool, prune: bool) -> R
         );
     }
     if prune {
-        prune_absent(&http, registry, &wanted, dry_run).await?;
+        prune_absent(http, registry, &wanted, dry_run).await?;
     }
     Ok(())
 }
@@ -196,16 +241,19 @@ async fn prune_absent(
 
 /// `larder get RESOURCE [-n NS]`.
 pub async fn get(
-    registry: &str,
+    remote: &Remote,
     resource: &str,
     namespace: Option<&str>,
     output: &str,
 ) -> Result<()> {
+    let (registry, http) = (remote.url.as_str(), &remote.http);
     let url = match namespace {
         Some(ns) => format!("{registry}{V1}/namespaces/{ns}/{resource}"),
         None => format!("{registry}{V1}/{resource}"),
     };
-    let resp = reqwest::get(&url)
+    let resp = http
+        .get(&url)
+        .send()
         .await
         .with_context(|| format!("reaching the registry at {registry}"))?;
     let status = resp.status();
@@ -278,9 +326,10 @@ fn details(item: &serde_json::Value) -> String {
 }
 
 /// `larder delete RESOURCE NAME -n NS`.
-pub async fn delete(registry: &str, resource: &str, namespace: &str, name: &str) -> Result<()> {
+pub async fn delete(remote: &Remote, resource: &str, namespace: &str, name: &str) -> Result<()> {
+    let (registry, http) = (remote.url.as_str(), &remote.http);
     let url = format!("{registry}{V1}/namespaces/{namespace}/{resource}/{name}");
-    let resp = reqwest::Client::new()
+    let resp = http
         .delete(&url)
         .send()
         .await
@@ -295,9 +344,12 @@ pub async fn delete(registry: &str, resource: &str, namespace: &str, name: &str)
 }
 
 /// `larder describe RESOURCE NAME -n NS`: an object, readably.
-pub async fn describe(registry: &str, resource: &str, namespace: &str, name: &str) -> Result<()> {
+pub async fn describe(remote: &Remote, resource: &str, namespace: &str, name: &str) -> Result<()> {
+    let (registry, http) = (remote.url.as_str(), &remote.http);
     let url = format!("{registry}{V1}/namespaces/{namespace}/{resource}/{name}");
-    let resp = reqwest::get(&url)
+    let resp = http
+        .get(&url)
+        .send()
         .await
         .with_context(|| format!("reaching the registry at {registry}"))?;
     let status = resp.status();

@@ -114,6 +114,7 @@ pub async fn follow(
     base: String,
     projects: BTreeMap<String, String>,
     cache: Option<std::path::PathBuf>,
+    token_file: Option<std::path::PathBuf>,
 ) {
     if let Some(path) = &cache
         && let Ok(bytes) = std::fs::read(path)
@@ -139,6 +140,14 @@ pub async fn follow(
     );
     let mut backoff = Duration::from_millis(200);
     loop {
+        // Read every time: projected tokens rotate.
+        let token = match super::client::client_token(token_file.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the registry token");
+                None
+            }
+        };
         let request = match state.version() {
             None => http.get(&url).timeout(Duration::from_secs(10)),
             Some(v) => http
@@ -149,6 +158,10 @@ pub async fn follow(
                     ("timeoutSeconds", "20".to_string()),
                 ])
                 .timeout(Duration::from_secs(30)),
+        };
+        let request = match &token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
         };
         let outcome: Result<(), FollowError> = async {
             let resp = request.send().await?;

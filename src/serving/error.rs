@@ -7,6 +7,8 @@
 //! | `TooLarge` (rows, features or bytes over the configured limits) | RESOURCE_EXHAUSTED | 413 |
 //! | `DeadlineExceeded` (the client's deadline passed) | DEADLINE_EXCEEDED | 504 |
 //! | `Unavailable` (online store unreachable or timing out) | UNAVAILABLE | 503 |
+//! | `Unauthenticated` (no token, or one that does not verify) | UNAUTHENTICATED | 401 |
+//! | `PermissionDenied` (RBAC refused, or the store's ACL refused) | PERMISSION_DENIED | 403 |
 //! | `Internal` | INTERNAL | 500 |
 
 use axum::http::StatusCode;
@@ -27,6 +29,10 @@ pub enum ServingError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -39,6 +45,8 @@ impl ServingError {
             ServingError::TooLarge(_) => "resource_exhausted",
             ServingError::DeadlineExceeded(_) => "deadline_exceeded",
             ServingError::Unavailable(_) => "unavailable",
+            ServingError::Unauthenticated(_) => "unauthenticated",
+            ServingError::PermissionDenied(_) => "permission_denied",
             ServingError::Internal(_) => "internal",
         }
     }
@@ -50,6 +58,8 @@ impl ServingError {
             ServingError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServingError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ServingError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServingError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ServingError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ServingError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,7 +71,19 @@ impl From<StoreError> for ServingError {
             StoreError::Unavailable(_) | StoreError::Timeout(_) => {
                 ServingError::Unavailable(e.to_string())
             }
+            StoreError::Denied(_) => ServingError::PermissionDenied(e.to_string()),
             StoreError::Failed(_) => ServingError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for ServingError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthenticated(_) => ServingError::Unauthenticated(e.to_string()),
+            AuthError::Forbidden(m) => ServingError::PermissionDenied(m),
+            AuthError::Unavailable(_) => ServingError::Unavailable(e.to_string()),
         }
     }
 }
@@ -75,6 +97,8 @@ impl From<ServingError> for tonic::Status {
             ServingError::TooLarge(_) => tonic::Status::resource_exhausted(message),
             ServingError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             ServingError::Unavailable(_) => tonic::Status::unavailable(message),
+            ServingError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            ServingError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             ServingError::Internal(_) => tonic::Status::internal(message),
         }
     }
@@ -86,6 +110,13 @@ impl IntoResponse for ServingError {
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string() }
         });
-        (self.http_status(), axum::Json(body)).into_response()
+        let mut response = (self.http_status(), axum::Json(body)).into_response();
+        if matches!(self, ServingError::Unauthenticated(_)) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

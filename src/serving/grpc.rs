@@ -132,6 +132,16 @@ impl ServingService for GrpcApi {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+        let caller = self
+            .server
+            .authenticate(
+                "grpc",
+                request
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .await?;
         let deadline = request
             .metadata()
             .get("grpc-timeout")
@@ -146,7 +156,7 @@ impl ServingService for GrpcApi {
         };
         let response = self
             .server
-            .get_online_features("grpc", request, deadline)
+            .get_online_features("grpc", &caller, request, deadline)
             .await?;
         Ok(Response::new(to_wire(response)))
     }

@@ -110,6 +110,13 @@ async fn get_online_features(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match server.authenticate("http", authorization).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let parsed = body
         .map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -129,7 +136,10 @@ async fn get_online_features(
             return e.into_response();
         }
     };
-    match server.get_online_features("http", request, None).await {
+    match server
+        .get_online_features("http", &caller, request, None)
+        .await
+    {
         Ok(response) => {
             let body = serde_json::to_vec(&JsonResponse(&response))
                 .map_err(|e| ServingError::Internal(e.to_string()));

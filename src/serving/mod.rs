@@ -21,6 +21,9 @@ use tracing::Instrument;
 pub use error::ServingError;
 pub use online::{Column, FeatureSelection, Limits, OnlineRequest, OnlineResponse};
 
+use std::collections::HashMap;
+
+use crate::auth::{Auth, Caller, UserInfo};
 use crate::online::OnlineStore;
 use crate::registry::RegistrySnapshot;
 use crate::registry::follower::SyncState;
@@ -70,7 +73,14 @@ impl Default for ServingSettings {
 /// The state every request handler shares.
 pub struct FeatureServer {
     snapshot: ArcSwap<RegistrySnapshot>,
+    /// The store read with the server's own credentials: used for every
+    /// caller when no namespace has credentials of its own.
     store: OnlineStore,
+    /// Stores opened with a namespace's own credentials, by namespace.
+    namespace_stores: HashMap<String, OnlineStore>,
+    /// The namespace each configured person acts in.
+    user_namespaces: HashMap<String, String>,
+    auth: Arc<Auth>,
     settings: ServingSettings,
     metrics: Metrics,
     /// Set when definitions come from the registry rather than a folder.
@@ -82,10 +92,141 @@ impl FeatureServer {
         FeatureServer {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
+            namespace_stores: HashMap::new(),
+            user_namespaces: HashMap::new(),
+            auth: Arc::new(Auth::disabled()),
             settings,
             metrics: Metrics::new(),
             registry_sync: None,
         }
+    }
+
+    /// Checks every request's token and each feature view, feature service
+    /// it reads with `auth`.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Reads with the credentials of the caller's namespace: a service
+    /// account's own namespace, or the namespace a person is listed in.
+    /// Once any namespace has a store, callers without one are refused.
+    pub fn with_namespace_stores(
+        mut self,
+        stores: HashMap<String, OnlineStore>,
+        user_namespaces: HashMap<String, String>,
+    ) -> Self {
+        self.namespace_stores = stores;
+        self.user_namespaces = user_namespaces;
+        self
+    }
+
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
+    /// The namespace a caller acts in, when it has one.
+    pub fn caller_namespace<'c>(&'c self, caller: &'c UserInfo) -> Option<&'c str> {
+        caller
+            .name
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(ns, _)| ns)
+            .or_else(|| self.user_namespaces.get(&caller.name).map(String::as_str))
+    }
+
+    /// The store a caller reads with.
+    pub fn store_for(&self, caller: &UserInfo) -> Result<&OnlineStore, ServingError> {
+        if self.namespace_stores.is_empty() || self.auth.is_disabled() {
+            return Ok(&self.store);
+        }
+        let Some(ns) = self.caller_namespace(caller) else {
+            return Err(ServingError::PermissionDenied(format!(
+                "{} acts in no namespace with online-store credentials \
+                 (a service account acts in its own namespace; people are listed in namespaces.<ns>.users)",
+                caller.name
+            )));
+        };
+        self.namespace_stores.get(ns).ok_or_else(|| {
+            ServingError::PermissionDenied(format!(
+                "namespace {ns:?} of {} has no online-store credentials (namespaces.{ns}.redis)",
+                caller.name
+            ))
+        })
+    }
+
+    /// The store writers of `namespace`'s views use: its own credentials
+    /// when configured, else the server's.
+    pub fn store_of_namespace(&self, namespace: &str) -> &OnlineStore {
+        self.namespace_stores.get(namespace).unwrap_or(&self.store)
+    }
+
+    /// Who sends a request with this `Authorization` header value.
+    pub async fn authenticate(
+        &self,
+        api: &'static str,
+        header: Option<&str>,
+    ) -> Result<Caller, ServingError> {
+        self.auth.authenticate(header).await.map_err(|e| {
+            let e = ServingError::from(e);
+            self.record_rejected(api, "GetOnlineFeatures", &e);
+            e
+        })
+    }
+
+    /// Requires `get` on every feature view the request reads, and on the
+    /// feature service when it names one, before anything is looked up:
+    /// a caller learns nothing of what it may not read.
+    async fn authorize_reads(
+        &self,
+        caller: &Caller,
+        snapshot: &RegistrySnapshot,
+        request: &OnlineRequest,
+    ) -> Result<(), ServingError> {
+        if self.auth.is_disabled() {
+            return Ok(());
+        }
+        let namespace = request
+            .namespace
+            .as_deref()
+            .unwrap_or(&self.settings.default_namespace);
+        // (resource, namespace, name) of every object read, each once.
+        let mut objects: Vec<(&'static str, &str, &str)> = Vec::new();
+        match &request.features {
+            FeatureSelection::Refs(refs) => {
+                for r in refs {
+                    // Malformed refs are refused by planning.
+                    if let Ok(parts) = crate::model::FeatureRef::split(r) {
+                        objects.push((
+                            "featureviews",
+                            parts.namespace.unwrap_or(namespace),
+                            parts.view,
+                        ));
+                    }
+                }
+            }
+            FeatureSelection::Service(name) => {
+                let (ns, name) = name.split_once('/').unwrap_or((namespace, name.as_str()));
+                objects.push(("featureservices", ns, name));
+                if let Some(service) = snapshot.service(ns, name) {
+                    for r in &service.features {
+                        objects.push((
+                            "featureviews",
+                            r.namespace.as_deref().unwrap_or(ns),
+                            &r.view,
+                        ));
+                    }
+                }
+            }
+        }
+        objects.sort_unstable();
+        objects.dedup();
+        for (resource, ns, name) in objects {
+            self.auth
+                .authorize(caller, "get", resource, ns, name)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Marks this server as following the registry: readiness and metrics
@@ -127,6 +268,7 @@ impl FeatureServer {
     pub async fn get_online_features(
         &self,
         api: &'static str,
+        caller: &Caller,
         request: OnlineRequest,
         client_deadline: Option<Duration>,
     ) -> Result<OnlineResponse, ServingError> {
@@ -144,15 +286,20 @@ impl FeatureServer {
         let snapshot = self.snapshot.load();
         let deadline = online::effective_deadline(client_deadline, self.settings.request_timeout);
         let rows = request.entities.first().map_or(0, |(_, v)| v.len());
-        let result = online::get_online_features(
-            &snapshot,
-            &self.store,
-            &self.settings.default_namespace,
-            self.settings.limits,
-            request,
-            deadline,
-            |read| self.metrics.store_read_seconds.observe(read.as_secs_f64()),
-        )
+        let result = async {
+            self.authorize_reads(caller, &snapshot, &request).await?;
+            let store = self.store_for(caller)?;
+            online::get_online_features(
+                &snapshot,
+                store,
+                &self.settings.default_namespace,
+                self.settings.limits,
+                request,
+                deadline,
+                |read| self.metrics.store_read_seconds.observe(read.as_secs_f64()),
+            )
+            .await
+        }
         .instrument(span.clone())
         .await;
         let elapsed = started.elapsed();
