@@ -462,3 +462,166 @@ fn apply_to_the_registry_and_serve_what_it_holds() {
     assert!(terminate(&mut server).success());
     assert!(terminate(&mut registry).success());
 }
+
+/// The whole flow with authentication on, through the real binaries: a
+/// registry and a following feature server on static tokens and the shipped
+/// RBAC manifests; `apply` and reads with each caller's token; `can-i`.
+#[test]
+fn registry_and_server_enforce_tokens_and_rbac() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = common::jwt::story_policy();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "t-alice,system:serviceaccount:kubeflow-alice:default-editor,1,\"system:serviceaccounts,system:serviceaccounts:kubeflow-alice\"\n\
+         t-bob,system:serviceaccount:kubeflow-bob:default-editor,2,\"system:serviceaccounts,system:serviceaccounts:kubeflow-bob\"\n\
+         t-server,system:serviceaccount:kubeflow:larder-feature-server,3\n",
+    )
+    .unwrap();
+    let server_token = dir.path().join("server-token");
+    std::fs::write(&server_token, "t-server\n").unwrap();
+    let config = dir.path().join("larder.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "auth:\n  authentication: static\n  static_token_file: {}\n  rbac_policy: [{}]\n",
+            tokens.display(),
+            policy.path().display()
+        ),
+    )
+    .unwrap();
+    let definitions = dir.path().join("alice.yaml");
+    std::fs::write(
+        &definitions,
+        "apiVersion: features.kubeflow.org/v1\nkind: Entity\nmetadata: { name: driver, namespace: kubeflow-alice }\n\
+         spec: { joinKeys: [{ name: driver_id, valueType: INT64 }] }\n---\n\
+         apiVersion: features.kubeflow.org/v1\nkind: FeatureView\nmetadata: { name: driver_daily_stats, namespace: kubeflow-alice }\n\
+         spec:\n  entities: [driver]\n  features: [{ name: trips, valueType: INT64 }]\n",
+    )
+    .unwrap();
+
+    let port = common::free_port();
+    let registry_url = format!("http://127.0.0.1:{port}");
+    let db = format!("sqlite://{}/registry.db?mode=rwc", dir.path().display());
+    let mut registry = larder()
+        .args(["-c", config.to_str().unwrap()])
+        .args(["registry", "serve", "--database", &db])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_text_ok(&format!("{registry_url}/health")).is_none() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let apply = |token: &str| {
+        larder()
+            .args(["-c", config.to_str().unwrap()])
+            .args(["apply", "-f", definitions.to_str().unwrap()])
+            .args(["--registry", &registry_url])
+            .env("LARDER_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let bob = apply("t-bob");
+    assert!(!bob.status.success());
+    let said = String::from_utf8_lossy(&bob.stderr);
+    assert!(said.contains("403") && said.contains("kubeflow-bob"), "{said}");
+    let alice = apply("t-alice");
+    assert!(
+        alice.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+
+    // can-i answers from the configured authorizer, for a token or --as.
+    let can_i = |args: &[&str], token: &str| {
+        larder()
+            .args(["-c", config.to_str().unwrap(), "auth", "can-i"])
+            .args(args)
+            .env("LARDER_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = can_i(
+        &[
+            "get",
+            "featureviews/driver_daily_stats",
+            "-n",
+            "kubeflow-alice",
+        ],
+        "t-alice",
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    let out = can_i(
+        &[
+            "get",
+            "featureviews/driver_daily_stats",
+            "-n",
+            "kubeflow-alice",
+            "--as",
+            "system:serviceaccount:kubeflow-bob:default-editor",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    let out = can_i(&["fly", "featureviews", "-n", "kubeflow-alice"], "t-alice");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown verb"));
+
+    // The feature server follows the registry with its own token, and
+    // checks each reader's.
+    let redis = common::RedisServer::start();
+    let serve_port = common::free_port();
+    let mut server = larder()
+        .args(["-c", config.to_str().unwrap()])
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{serve_port}")])
+        .args(["--registry", &registry_url])
+        .env("LARDER__ONLINE_STORE__TYPE", "redis")
+        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
+        .env("LARDER__REGISTRY__TOKEN_FILE", &server_token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(serve_port, &mut server);
+    let read = |token: Option<&str>| {
+        block_on(async {
+            let mut request = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{serve_port}/get-online-features"))
+                .json(&serde_json::json!({
+                    "features": ["kubeflow-alice/driver_daily_stats:trips"],
+                    "entities": {"driver_id": [1001]},
+                }));
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            request.send().await.unwrap().status().as_u16()
+        })
+    };
+    assert_eq!(read(Some("t-alice")), 200);
+    assert_eq!(read(Some("t-bob")), 403);
+    assert_eq!(read(None), 401);
+    assert_eq!(read(Some("t-nobody")), 401);
+    terminate(&mut server);
+    terminate(&mut registry);
+}
+
+/// Without authentication larder listens on loopback only, unless told.
+#[test]
+fn no_authentication_refuses_public_addresses() {
+    let port = common::free_port();
+    let out = larder()
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}")])
+        .args(["-d", "tests/fixtures"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("allow_insecure_bind"), "{said}");
+}

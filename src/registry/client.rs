@@ -160,7 +160,13 @@ pub async fn apply(remote: &Remote, path: &Path, dry_run: bool, prune: bool) -> 
                     "configured"
                 }
             }
-            other => bail!("registry answered {other} for {kind} {namespace}/{name}"),
+            other => {
+                let body: serde_json::Value = current.json().await.unwrap_or_default();
+                bail!(
+                    "registry answered {other} for {kind} {namespace}/{name}: {}",
+                    message_of(&body)
+                )
+            }
         };
         if !dry_run && action != "unchanged" {
             let resp = http.put(&url).json(&wanted).send().await?;
