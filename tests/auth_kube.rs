@@ -3,6 +3,7 @@
 //! records what larder sent, plus kubeconfig loading. One optional test
 //! talks to a real cluster when LARDER_TEST_KUBECONFIG is set.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,8 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use larder::auth::kube::{
     AccessReviewer, Credentials, KubeClient, KubeError, ReviewError, TokenReviewer,
 };
-use larder::auth::{Request, UserInfo};
+use larder::auth::{Auth, AuthError, Caller, Request, UserInfo};
+use larder::config::{AuthConfig, AuthenticationMode, AuthorizationMode};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SA_TOKEN: &str = "larder-own-sa-token";
@@ -44,11 +46,73 @@ struct Seen {
     body: Vec<u8>,
 }
 
+/// What the fake API server answers, after `delay`.
+#[derive(Clone)]
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    delay: Duration,
+}
+
+impl Reply {
+    fn new(status: u16, body: Vec<u8>) -> Self {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            body,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The fake API server's answers: by request path, else `any`. They may be
+/// changed while it runs.
+struct Replies {
+    any: Reply,
+    by_path: HashMap<&'static str, Reply>,
+}
+
 #[derive(Clone)]
 struct Fake {
-    status: StatusCode,
-    body: Arc<Vec<u8>>,
+    replies: Arc<Mutex<Replies>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Fake {
+    fn new(any: Reply) -> Self {
+        Fake {
+            replies: Arc::new(Mutex::new(Replies {
+                any,
+                by_path: HashMap::new(),
+            })),
+            seen: Arc::default(),
+        }
+    }
+
+    /// Answers POSTs to `path` with `status` and `body` from now on.
+    fn reply(&self, path: &'static str, status: u16, body: Vec<u8>) {
+        let reply = Reply::new(status, body);
+        self.replies.lock().unwrap().by_path.insert(path, reply);
+    }
+
+    /// Waits `delay` before answering on `path` (set its reply first).
+    fn delay(&self, path: &'static str, delay: Duration) {
+        let mut replies = self.replies.lock().unwrap();
+        replies.by_path.get_mut(path).unwrap().delay = delay;
+    }
+
+    /// The requests received on `path`.
+    fn hits(&self, path: &str) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|s| s.path == path).cloned().collect()
+    }
+
+    /// Serves on `listener`; the server's URL.
+    fn serve(&self, listener: tokio::net::TcpListener) -> String {
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(answer).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
 }
 
 async fn answer(
@@ -71,27 +135,26 @@ async fn answer(
         content_type: text(header::CONTENT_TYPE),
         body: body.to_vec(),
     });
-    let body = fake.body.as_ref().clone();
+    let reply = {
+        let replies = fake.replies.lock().unwrap();
+        let path = uri.path();
+        replies.by_path.get(path).unwrap_or(&replies.any).clone()
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
     (
-        fake.status,
+        reply.status,
         [(header::CONTENT_TYPE, "application/json")],
-        body,
+        reply.body,
     )
 }
 
 /// A fake API server answering every request with `status` and `body`.
 async fn fake_server(status: u16, body: Vec<u8>) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let fake = Fake {
-        status: StatusCode::from_u16(status).unwrap(),
-        body: Arc::new(body),
-        seen: seen.clone(),
-    };
+    let fake = Fake::new(Reply::new(status, body));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().fallback(answer).with_state(fake);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), seen)
+    (fake.serve(listener), fake.seen.clone())
 }
 
 fn client(url: &str) -> KubeClient {
@@ -556,6 +619,450 @@ fn kubeconfig_refusals_say_what_is_wrong() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("absent"), "{e}");
+}
+
+// `Auth` in the `kubernetes` modes, built from a kubeconfig that points at
+// a fake API server: its caches, and how it fails closed.
+
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+const OTHER_TOKEN: &str = "second-caller-token-91c2";
+/// Every bearer token these tests send; none may show in an error.
+const CALLER_TOKENS: [&str; 2] = [USER_TOKEN, OTHER_TOKEN];
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A fake API server with no answers yet (404 everywhere), its kubeconfig
+/// (token user `kubeconfig-token`) and the temp dir holding it.
+async fn fake_cluster() -> (Fake, PathBuf, tempfile::TempDir) {
+    let fake = Fake::new(Reply::new(404, b"{}".to_vec()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = fake.serve(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &url);
+    (fake, kubeconfig, dir)
+}
+
+/// TokenReview and SubjectAccessReview through `kubeconfig`; long TTLs.
+fn kube_config(kubeconfig: &Path) -> AuthConfig {
+    AuthConfig {
+        authentication: AuthenticationMode::Kubernetes,
+        authorization: AuthorizationMode::Kubernetes,
+        audiences: vec!["larder".into()],
+        kubeconfig: Some(kubeconfig.to_owned()),
+        identity_ttl: Duration::from_secs(60),
+        allow_ttl: Duration::from_secs(60),
+        deny_ttl: Duration::from_secs(60),
+        timeout: TIMEOUT,
+        ..AuthConfig::default()
+    }
+}
+
+/// The error's text, after checking that it shows no caller's token.
+fn shown(e: &AuthError) -> String {
+    let text = e.to_string();
+    let debug = format!("{e:?}");
+    for token in CALLER_TOKENS {
+        assert!(!text.contains(token), "the token leaks: {text}");
+        assert!(!debug.contains(token), "the token leaks: {debug}");
+    }
+    text
+}
+
+fn unauthenticated<T: std::fmt::Debug>(r: Result<T, AuthError>) -> String {
+    match r {
+        Err(e @ AuthError::Unauthenticated(_)) => shown(&e),
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+}
+
+fn auth_unavailable<T: std::fmt::Debug>(r: Result<T, AuthError>) -> String {
+    match r {
+        Err(e @ AuthError::Unavailable(_)) => shown(&e),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// The token the TokenReview `seen` asked about.
+fn reviewed_token(seen: &Seen) -> String {
+    let review: TokenReview = serde_json::from_slice(&seen.body).unwrap();
+    review.spec.token.unwrap()
+}
+
+/// Alice, authenticated by a fresh TokenReview.
+async fn caller(auth: &Auth, fake: &Fake) -> Caller {
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-authenticated.json"),
+    );
+    let caller = auth.authenticate(Some(&bearer(USER_TOKEN))).await.unwrap();
+    assert_eq!(*caller, alice());
+    caller
+}
+
+#[tokio::test]
+async fn kube_auth_remembers_reviewed_identities() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-authenticated.json"),
+    );
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    assert!(!auth.is_disabled());
+
+    let first = auth.authenticate(Some(&bearer(USER_TOKEN))).await.unwrap();
+    assert_eq!(*first, alice());
+    let hits = fake.hits(TOKEN_REVIEWS);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        hits[0].authorization.as_deref(),
+        Some("Bearer kubeconfig-token")
+    );
+    assert_eq!(reviewed_token(&hits[0]), USER_TOKEN);
+    let review: TokenReview = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(review.spec.audiences, Some(vec!["larder".to_owned()]));
+
+    // Within identity_ttl: from the cache, whatever the server would say.
+    fake.reply(TOKEN_REVIEWS, 500, b"{}".to_vec());
+    let again = auth.authenticate(Some(&bearer(USER_TOKEN))).await.unwrap();
+    assert_eq!(*again, alice());
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 1);
+
+    // Another token is reviewed on its own.
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-authenticated.json"),
+    );
+    auth.authenticate(Some(&bearer(OTHER_TOKEN))).await.unwrap();
+    let hits = fake.hits(TOKEN_REVIEWS);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(reviewed_token(&hits[1]), OTHER_TOKEN);
+
+    // Malformed headers never reach the API server.
+    unauthenticated(auth.authenticate(None).await);
+    unauthenticated(auth.authenticate(Some("Basic dXNlcjpwdw==")).await);
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 2);
+}
+
+#[tokio::test]
+async fn kube_auth_forgets_identities_after_identity_ttl() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-authenticated.json"),
+    );
+    let config = AuthConfig {
+        identity_ttl: Duration::from_millis(200),
+        kube_context: Some("other".into()),
+        ..kube_config(&kubeconfig)
+    };
+    let auth = Auth::from_config(&config).await.unwrap();
+    auth.authenticate(Some(&bearer(USER_TOKEN))).await.unwrap();
+    auth.authenticate(Some(&bearer(USER_TOKEN))).await.unwrap();
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    auth.authenticate(Some(&bearer(USER_TOKEN))).await.unwrap();
+    let hits = fake.hits(TOKEN_REVIEWS);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    // kube_context picks the kubeconfig's other user.
+    assert_eq!(
+        hits[1].authorization.as_deref(),
+        Some("Bearer token-from-file")
+    );
+}
+
+#[tokio::test]
+async fn kube_auth_refuses_unauthenticated_tokens() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-unauthenticated.json"),
+    );
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let why = unauthenticated(auth.authenticate(Some(&bearer(USER_TOKEN))).await);
+    assert!(why.contains("invalid bearer token"), "{why}");
+
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-wrong-audience.json"),
+    );
+    let why = unauthenticated(auth.authenticate(Some(&bearer(USER_TOKEN))).await);
+    assert!(why.contains("target audiences"), "{why}");
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 2);
+}
+
+#[tokio::test]
+async fn kube_auth_fails_closed_and_does_not_remember_failures() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let header = bearer(USER_TOKEN);
+
+    fake.reply(TOKEN_REVIEWS, 403, fixture("status-forbidden.json"));
+    let why = auth_unavailable(auth.authenticate(Some(&header)).await);
+    assert!(why.contains("403"), "{why}");
+    assert!(why.contains("cannot create resource"), "{why}");
+    auth_unavailable(auth.authenticate(Some(&header)).await);
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 2);
+
+    fake.reply(
+        TOKEN_REVIEWS,
+        500,
+        b"<html>upstream exploded</html>".to_vec(),
+    );
+    let why = auth_unavailable(auth.authenticate(Some(&header)).await);
+    assert!(why.contains("500"), "{why}");
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 3);
+
+    // The API server recovers: the token is reviewed again and accepted.
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-authenticated.json"),
+    );
+    let user = auth.authenticate(Some(&header)).await.unwrap();
+    assert_eq!(*user, alice());
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 4);
+
+    // The same for SubjectAccessReviews: an error is no decision, neither
+    // cached nor an allow.
+    fake.reply(ACCESS_REVIEWS, 403, fixture("status-forbidden.json"));
+    let ask = || auth.allowed(&user, "get", "featureviews", "kubeflow-alice", "fv");
+    let why = auth_unavailable(ask().await);
+    assert!(why.contains("403"), "{why}");
+    fake.reply(ACCESS_REVIEWS, 500, b"oops".to_vec());
+    let why = auth_unavailable(ask().await);
+    assert!(why.contains("500"), "{why}");
+    let why = auth_unavailable(
+        auth.authorize(&user, "get", "featureviews", "kubeflow-alice", "fv")
+            .await,
+    );
+    assert!(why.contains("500"), "{why}");
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-allowed.json"));
+    assert!(ask().await.unwrap());
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 4);
+}
+
+#[tokio::test]
+async fn kube_auth_with_the_api_server_down_fails_closed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &format!("http://{addr}"));
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let header = bearer(USER_TOKEN);
+    let why = auth_unavailable(auth.authenticate(Some(&header)).await);
+    assert!(why.contains("connect"), "{why}");
+
+    // The server comes up on that address: the failure was not remembered.
+    let fake = Fake::new(Reply::new(404, b"{}".to_vec()));
+    fake.reply(
+        TOKEN_REVIEWS,
+        201,
+        fixture("tokenreview-authenticated.json"),
+    );
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-allowed.json"));
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    fake.serve(listener);
+    let user = auth.authenticate(Some(&header)).await.unwrap();
+    assert_eq!(*user, alice());
+    assert_eq!(fake.hits(TOKEN_REVIEWS).len(), 1);
+    assert!(
+        auth.allowed(&user, "list", "entities", "kubeflow-alice", "")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn kube_auth_remembers_allows() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let user = caller(&auth, &fake).await;
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-allowed.json"));
+    let (ns, name) = ("kubeflow-alice", "driver_daily_stats_fv");
+    assert!(
+        auth.allowed(&user, "get", "featureviews", ns, name)
+            .await
+            .unwrap()
+    );
+    let hits = fake.hits(ACCESS_REVIEWS);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        hits[0].authorization.as_deref(),
+        Some("Bearer kubeconfig-token")
+    );
+    let sar: SubjectAccessReview = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(sar.spec.user.as_deref(), Some(alice().name.as_str()));
+    assert_eq!(sar.spec.groups, Some(alice().groups));
+    let attrs = sar.spec.resource_attributes.unwrap();
+    assert_eq!(attrs.group.as_deref(), Some("features.kubeflow.org"));
+    assert_eq!(attrs.verb.as_deref(), Some("get"));
+    assert_eq!(attrs.resource.as_deref(), Some("featureviews"));
+    assert_eq!(attrs.namespace.as_deref(), Some(ns));
+    assert_eq!(attrs.name.as_deref(), Some(name));
+
+    // The same question again: from the cache, whatever the server says now.
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-denied.json"));
+    assert!(
+        auth.allowed(&user, "get", "featureviews", ns, name)
+            .await
+            .unwrap()
+    );
+    auth.authorize(&user, "get", "featureviews", ns, name)
+        .await
+        .unwrap();
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 1);
+
+    // Another object, verb or namespace is another question.
+    assert!(
+        !auth
+            .allowed(&user, "get", "featureviews", ns, "other_fv")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !auth
+            .allowed(&user, "delete", "featureviews", ns, name)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !auth
+            .allowed(&user, "get", "featureviews", "kubeflow-bob", name)
+            .await
+            .unwrap()
+    );
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 4);
+}
+
+#[tokio::test]
+async fn kube_auth_remembers_denials_for_deny_ttl() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let config = AuthConfig {
+        deny_ttl: Duration::from_millis(200),
+        ..kube_config(&kubeconfig)
+    };
+    let auth = Auth::from_config(&config).await.unwrap();
+    let user = caller(&auth, &fake).await;
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-denied.json"));
+    let ask = || auth.allowed(&user, "delete", "featureviews", "kubeflow-alice", "fv");
+    assert!(!ask().await.unwrap());
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 1);
+
+    // Within deny_ttl: still denied from the cache, even once the API
+    // server would allow.
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-allowed.json"));
+    assert!(!ask().await.unwrap());
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 1);
+
+    // After deny_ttl the question is asked again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(ask().await.unwrap());
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 2);
+}
+
+#[tokio::test]
+async fn kube_auth_slow_reviews_fail_closed_within_the_timeout() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let config = AuthConfig {
+        timeout: Duration::from_millis(200),
+        ..kube_config(&kubeconfig)
+    };
+    let auth = Auth::from_config(&config).await.unwrap();
+    let user = caller(&auth, &fake).await;
+
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-allowed.json"));
+    fake.delay(ACCESS_REVIEWS, Duration::from_secs(2));
+    let ask = || auth.allowed(&user, "get", "featureviews", "kubeflow-alice", "fv");
+    let started = Instant::now();
+    auth_unavailable(ask().await);
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 1);
+
+    // Not remembered: once the server is quick again, it is asked again.
+    fake.delay(ACCESS_REVIEWS, Duration::ZERO);
+    assert!(ask().await.unwrap());
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 2);
+
+    // A slow TokenReview likewise.
+    fake.delay(TOKEN_REVIEWS, Duration::from_secs(2));
+    let started = Instant::now();
+    auth_unavailable(auth.authenticate(Some(&bearer(OTHER_TOKEN))).await);
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn kube_auth_denial_is_forbidden_naming_user_and_object() {
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let user = caller(&auth, &fake).await;
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-denied.json"));
+    let (ns, name) = ("kubeflow-alice", "driver_daily_stats_fv");
+    let e = auth
+        .authorize(&user, "delete", "featureviews", ns, name)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::Forbidden(_)), "{e:?}");
+    let why = shown(&e);
+    for part in [alice().name.as_str(), "delete", "featureviews", name, ns] {
+        assert!(why.contains(part), "{part:?} missing: {why}");
+    }
+
+    // A list (no name) names the resource.
+    let e = auth
+        .authorize(&user, "list", "featureviews", ns, "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::Forbidden(_)), "{e:?}");
+    let why = shown(&e);
+    for part in [alice().name.as_str(), "list", "featureviews", ns] {
+        assert!(why.contains(part), "{part:?} missing: {why}");
+    }
+
+    fake.reply(ACCESS_REVIEWS, 201, fixture("sar-allowed.json"));
+    auth.authorize(&user, "get", "featureviews", ns, name)
+        .await
+        .unwrap();
+    assert_eq!(fake.hits(ACCESS_REVIEWS).len(), 3);
+}
+
+#[tokio::test]
+async fn kube_auth_errors_never_show_a_token_echoed_by_the_review() {
+    // An authenticator (a webhook behind the API server, say) whose error
+    // repeats the token it was given.
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let header = bearer(USER_TOKEN);
+    let echo = format!(
+        r#"{{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","status":{{"authenticated":false,"error":"token {USER_TOKEN} not found"}}}}"#
+    );
+    fake.reply(TOKEN_REVIEWS, 201, echo.into_bytes());
+    unauthenticated(auth.authenticate(Some(&header)).await);
+}
+
+#[tokio::test]
+async fn kube_auth_errors_never_show_a_token_echoed_in_a_status() {
+    // An API server (or a proxy in front of it) whose failure message
+    // repeats the token.
+    let (fake, kubeconfig, _dir) = fake_cluster().await;
+    let auth = Auth::from_config(&kube_config(&kubeconfig)).await.unwrap();
+    let header = bearer(USER_TOKEN);
+    let status = format!(
+        r#"{{"kind":"Status","apiVersion":"v1","status":"Failure","message":"webhook refused token {USER_TOKEN}","code":500}}"#
+    );
+    fake.reply(TOKEN_REVIEWS, 500, status.into_bytes());
+    auth_unavailable(auth.authenticate(Some(&header)).await);
 }
 
 /// Optional: a real cluster, with LARDER_TEST_KUBECONFIG naming a

@@ -361,9 +361,12 @@ impl Auth {
                             self.timeout
                         ))
                     })?;
+                // The API server (or a webhook behind it) may quote the
+                // token back: never pass it on.
+                let redact = |why: String| why.replace(token, "<token>");
                 let user = review.map_err(|e| match e {
-                    kube::ReviewError::Rejected(why) => AuthError::Unauthenticated(why),
-                    kube::ReviewError::Unavailable(why) => AuthError::Unavailable(why),
+                    kube::ReviewError::Rejected(why) => AuthError::Unauthenticated(redact(why)),
+                    kube::ReviewError::Unavailable(why) => AuthError::Unavailable(redact(why)),
                 })?;
                 (Arc::new(user), ttl_end)
             }
