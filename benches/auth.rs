@@ -106,13 +106,8 @@ fn bench(c: &mut Criterion) {
         &jwt_header,
         &serde_json::json!({"iss": "https://issuer", "aud": ["features.kubeflow.org"],
             "sub": user, "exp": 4_000_000_000u64}),
-        &EncodingKey::from_rsa_pem(
-            private
-                .to_pkcs1_pem(Default::default())
-                .unwrap()
-                .as_bytes(),
-        )
-        .unwrap(),
+        &EncodingKey::from_rsa_pem(private.to_pkcs1_pem(Default::default()).unwrap().as_bytes())
+            .unwrap(),
     )
     .unwrap();
     group.bench_function("jwks_verify_rs256_uncached", |b| {

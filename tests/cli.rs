@@ -529,7 +529,10 @@ fn registry_and_server_enforce_tokens_and_rbac() {
     let bob = apply("t-bob");
     assert!(!bob.status.success());
     let said = String::from_utf8_lossy(&bob.stderr);
-    assert!(said.contains("403") && said.contains("kubeflow-bob"), "{said}");
+    assert!(
+        said.contains("403") && said.contains("kubeflow-bob"),
+        "{said}"
+    );
     let alice = apply("t-alice");
     assert!(
         alice.status.success(),
