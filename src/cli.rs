@@ -97,6 +97,12 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArg,
     },
+    /// Build a point-in-time-correct training set from the offline store.
+    Historical(crate::offline::historical::HistoricalArgs),
+    /// Copy the latest offline values in (START, END] into the online store.
+    Materialize(crate::offline::materialize::MaterializeArgs),
+    /// Materialize from where the last run of each view ended up to END.
+    MaterializeIncremental(crate::offline::materialize::IncrementalArgs),
     /// Authentication and authorization tools.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -291,6 +297,18 @@ async fn run(cli: Cli) -> Result<()> {
                 &name,
             )
             .await
+        }
+        Command::Historical(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            Ok(crate::offline::historical::run(&config, args).await?)
+        }
+        Command::Materialize(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            Ok(crate::offline::materialize::run(&config, args).await?)
+        }
+        Command::MaterializeIncremental(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            Ok(crate::offline::materialize::run_incremental(&config, args).await?)
         }
         Command::Auth(AuthCommand::CanI {
             verb,

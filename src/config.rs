@@ -22,6 +22,8 @@ pub struct Config {
     pub serve: ServeConfig,
     pub registry: RegistryConfig,
     pub online_store: OnlineStoreConfig,
+    /// Where batch sources' history lives.
+    pub offline_store: OfflineStoreConfig,
     /// Who may call the servers, and what they may do.
     pub auth: AuthConfig,
     /// Per-namespace settings, by namespace name.
@@ -188,6 +190,75 @@ impl Default for SqliteConfig {
         SqliteConfig {
             path: PathBuf::from(".larder/online.db"),
             key_ttl: Duration::ZERO,
+        }
+    }
+}
+
+/// `offline_store`: PostgreSQL for `type: postgres` sources, an embedded
+/// SQLite file for `type: sqlite` ones.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineStoreConfig {
+    pub postgres: PostgresConfig,
+    pub sqlite: SqliteOfflineConfig,
+    /// Rows per batch when materializing and streaming results.
+    pub batch_rows: usize,
+}
+
+impl Default for OfflineStoreConfig {
+    fn default() -> Self {
+        OfflineStoreConfig {
+            postgres: PostgresConfig::default(),
+            sqlite: SqliteOfflineConfig::default(),
+            batch_rows: 10_000,
+        }
+    }
+}
+
+/// `offline_store.postgres`: where the server is, and the user to connect
+/// as when the caller's namespace has no `namespaces.<ns>.database` user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    /// The database of sources that name none.
+    pub database: String,
+    /// The fallback user; its password from `password_file` or
+    /// `password_env` (none: trust or peer authentication).
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "postgres".into(),
+            user: "postgres".into(),
+            password_file: None,
+            password_env: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `offline_store.sqlite`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteOfflineConfig {
+    /// The database file holding `type: sqlite` source tables.
+    pub path: PathBuf,
+}
+
+impl Default for SqliteOfflineConfig {
+    fn default() -> Self {
+        SqliteOfflineConfig {
+            path: PathBuf::from(".larder/offline.db"),
         }
     }
 }
@@ -481,6 +552,33 @@ impl Config {
             }
         }
         Ok(out)
+    }
+
+    /// The database user (and password, when one is configured) that acts
+    /// for `namespace` in the offline store: its `namespaces.<ns>.database`
+    /// user, else `offline_store.postgres.user`.
+    pub fn database_user(&self, namespace: &str) -> Result<(String, Option<String>), ConfigError> {
+        if let Some(user) = self
+            .namespaces
+            .get(namespace)
+            .and_then(|c| c.database.as_ref())
+        {
+            let key = format!("namespaces.{namespace}.database");
+            return Ok((user.username.clone(), Some(user.password(&key)?)));
+        }
+        let pg = &self.offline_store.postgres;
+        let password = match (&pg.password_file, &pg.password_env) {
+            (None, None) => None,
+            (file, env) => Some(
+                SecretUser {
+                    username: pg.user.clone(),
+                    password_file: file.clone(),
+                    password_env: env.clone(),
+                }
+                .password("offline_store.postgres")?,
+            ),
+        };
+        Ok((pg.user.clone(), password))
     }
 
     /// The namespace each configured person acts in.

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod model;
+pub mod offline;
 pub mod online;
 pub mod proto;
 pub mod registry;

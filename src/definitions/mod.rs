@@ -24,8 +24,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::model::{
-    Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ValueType,
-    check_dns1123_label, check_object_name,
+    DataSource, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, SourceTable,
+    ValueType, check_dns1123_label, check_object_name,
 };
 
 pub const API_VERSION: &str = "features.kubeflow.org/v1";
@@ -68,15 +68,6 @@ impl DefinitionError {
             message: message.into(),
         }
     }
-}
-
-/// A data source as far as serving needs it: its name. The offline store
-/// gives the spec its meaning.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataSource {
-    pub name: String,
-    pub namespace: String,
-    pub spec: serde_json::Value,
 }
 
 /// One parsed definition.
@@ -128,6 +119,42 @@ struct EntitySpec {
     join_keys: Vec<JoinKeySpec>,
     #[serde(default)]
     description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DataSourceSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    database: String,
+    #[serde(default)]
+    schema: Option<String>,
+    table: String,
+    timestamp_field: String,
+    #[serde(default)]
+    created_timestamp_field: Option<String>,
+    #[serde(default)]
+    field_mapping: BTreeMap<String, String>,
+    #[serde(default)]
+    description: String,
+}
+
+/// A SQL identifier larder will quote: non-empty, printable, no quotes.
+fn check_identifier(id: &ObjectId, field: &str, name: &str) -> Result<(), DefinitionError> {
+    if name.is_empty()
+        || name.len() > 63
+        || name.chars().any(|c| c == '"' || c == '`' || c.is_control())
+    {
+        return Err(DefinitionError::new(
+            id,
+            field,
+            format!(
+                "{name:?} is not a usable column or table name (1 to 63 characters, no quotes)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -309,11 +336,58 @@ fn parse_manifest(
                 labels,
             })
         }
-        "DataSource" => Object::DataSource(DataSource {
-            name,
-            namespace,
-            spec,
-        }),
+        "DataSource" => {
+            let spec: DataSourceSpec = from_spec(&id, spec)?;
+            let table = match spec.kind.as_str() {
+                "postgres" => SourceTable::Postgres {
+                    database: spec.database,
+                    schema: spec.schema.unwrap_or_else(|| "public".into()),
+                    table: spec.table,
+                },
+                "sqlite" => {
+                    if !spec.database.is_empty() || spec.schema.is_some() {
+                        return Err(DefinitionError::new(
+                            &id,
+                            "spec.database",
+                            "a sqlite source has no database or schema: its table is in the embedded offline store",
+                        ));
+                    }
+                    SourceTable::Sqlite { table: spec.table }
+                }
+                other => {
+                    return Err(DefinitionError::new(
+                        &id,
+                        "spec.type",
+                        format!("unknown source type {other:?} (known: postgres, sqlite)"),
+                    ));
+                }
+            };
+            match &table {
+                SourceTable::Postgres { schema, table, .. } => {
+                    check_identifier(&id, "spec.schema", schema)?;
+                    check_identifier(&id, "spec.table", table)?;
+                }
+                SourceTable::Sqlite { table } => check_identifier(&id, "spec.table", table)?,
+            }
+            check_identifier(&id, "spec.timestampField", &spec.timestamp_field)?;
+            if let Some(c) = &spec.created_timestamp_field {
+                check_identifier(&id, "spec.createdTimestampField", c)?;
+            }
+            for (column, feature) in &spec.field_mapping {
+                check_identifier(&id, &format!("spec.fieldMapping.{column}"), column)?;
+                check_identifier(&id, &format!("spec.fieldMapping.{column}"), feature)?;
+            }
+            Object::DataSource(DataSource {
+                name,
+                namespace,
+                table,
+                timestamp_field: spec.timestamp_field,
+                created_timestamp_field: spec.created_timestamp_field,
+                field_mapping: spec.field_mapping,
+                description: spec.description,
+                labels,
+            })
+        }
         "FeatureView" => {
             let spec: FeatureViewSpec = from_spec(&id, spec)?;
             if spec.features.is_empty() {

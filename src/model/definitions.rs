@@ -64,6 +64,49 @@ impl FeatureView {
     }
 }
 
+/// Where a batch source's rows live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceTable {
+    /// A PostgreSQL table. `database` empty: the offline store's default
+    /// database.
+    Postgres {
+        database: String,
+        schema: String,
+        table: String,
+    },
+    /// A table of the embedded SQLite offline store.
+    Sqlite { table: String },
+}
+
+/// A table of timestamped rows that feature views read their history
+/// from: the offline store's side of a feature view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSource {
+    pub name: String,
+    pub namespace: String,
+    pub table: SourceTable,
+    /// The column holding each row's event time.
+    pub timestamp_field: String,
+    /// The column holding when the row was written; breaks ties between
+    /// rows with the same event time (the later wins).
+    pub created_timestamp_field: Option<String>,
+    /// Column name -> feature (or join key) name, where they differ.
+    pub field_mapping: BTreeMap<String, String>,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DataSource {
+    /// The column that holds feature or join key `name`.
+    pub fn column_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.field_mapping
+            .iter()
+            .find(|(_, feature)| *feature == name)
+            .map(|(column, _)| column.as_str())
+            .unwrap_or(name)
+    }
+}
+
 /// A named list of feature references, served as one unit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureService {

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
-use crate::definitions::{DataSource, DefinitionError, Located, Object, ObjectId};
+use crate::definitions::{DefinitionError, Located, Object, ObjectId};
+use crate::model::DataSource;
 use crate::model::{
     DUMMY_JOIN_KEY, Entity, FeatureService, FeatureView, JoinKey, ValueType, default_project_for,
 };
