@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::jwt;
 use larder::auth::Auth;
-use larder::config::{AuthConfig, AuthenticationMode, AuthorizationMode};
 use larder::definitions::parse_documents;
 use larder::model::{EventTime, Value};
 use larder::online::{OnlineStore, RedisCredentials, RedisSettings, RedisStore, ViewRow};
@@ -171,16 +170,7 @@ impl Story {
         // RBAC: the shipped ClusterRoles, Kubeflow's aggregating roles and
         // the profiles' bindings; the share comes later.
         let policy_dir = jwt::story_policy();
-        let jwks = policy_dir.path().join("jwks.json");
-        std::fs::write(&jwks, jwt::jwks()).unwrap();
-        let mut config = AuthConfig {
-            authentication: AuthenticationMode::Jwks,
-            authorization: AuthorizationMode::Rbac,
-            rbac_policy: vec![policy_dir.path().to_path_buf()],
-            ..Default::default()
-        };
-        config.jwks.file = Some(jwks.clone());
-        config.jwks.issuer = Some(jwt::ISSUER.into());
+        let config = jwt::auth_config(policy_dir.path(), policy_dir.path());
         let auth = Arc::new(Auth::from_config(&config).await.unwrap());
 
         let snapshot = RegistrySnapshot::build(

@@ -214,7 +214,12 @@ fn get_text(url: &str) -> (u16, String) {
 }
 
 fn start_registry(db: &str, port: u16) -> Child {
-    let child = larder()
+    start_registry_with(larder(), db, port)
+}
+
+/// `larder registry serve` from `command` (which may carry a config).
+fn start_registry_with(mut command: Command, db: &str, port: u16) -> Child {
+    let child = command
         .args(["registry", "serve", "--database", db])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
@@ -503,19 +508,9 @@ fn registry_and_server_enforce_tokens_and_rbac() {
     let port = common::free_port();
     let registry_url = format!("http://127.0.0.1:{port}");
     let db = format!("sqlite://{}/registry.db?mode=rwc", dir.path().display());
-    let mut registry = larder()
-        .args(["-c", config.to_str().unwrap()])
-        .args(["registry", "serve", "--database", &db])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get_text_ok(&format!("{registry_url}/health")).is_none() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut with_config = larder();
+    with_config.args(["-c", config.to_str().unwrap()]);
+    let mut registry = start_registry_with(with_config, &db, port);
 
     let apply = |token: &str| {
         larder()

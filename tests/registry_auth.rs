@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use common::jwt;
 use larder::auth::Auth;
-use larder::config::{AuthConfig, AuthenticationMode, AuthorizationMode};
 use larder::registry::api::{Registry, run};
 use larder::registry::store::SqlRegistryStore;
 use serde_json::Value;
@@ -44,16 +43,7 @@ impl Api {
         let url = format!("sqlite://{}/registry.db?mode=rwc", db.path().display());
         let store = SqlRegistryStore::connect(&url).await.unwrap();
         let policy = jwt::story_policy();
-        let jwks = db.path().join("jwks.json");
-        std::fs::write(&jwks, jwt::jwks()).unwrap();
-        let mut config = AuthConfig {
-            authentication: AuthenticationMode::Jwks,
-            authorization: AuthorizationMode::Rbac,
-            rbac_policy: vec![policy.path().to_path_buf()],
-            ..Default::default()
-        };
-        config.jwks.file = Some(jwks);
-        config.jwks.issuer = Some(jwt::ISSUER.into());
+        let config = jwt::auth_config(db.path(), policy.path());
         let auth = Arc::new(Auth::from_config(&config).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -177,3 +177,19 @@ pub fn story_policy() -> tempfile::TempDir {
     std::fs::write(dir.path().join("profiles.yaml"), PROFILE_BINDINGS).unwrap();
     dir
 }
+
+/// `auth` configured for this issuer (its JWKS written into `dir`) and RBAC
+/// from the `policy` folder.
+pub fn auth_config(dir: &std::path::Path, policy: &std::path::Path) -> larder::config::AuthConfig {
+    let jwks_file = dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks()).unwrap();
+    let mut config = larder::config::AuthConfig {
+        authentication: larder::config::AuthenticationMode::Jwks,
+        authorization: larder::config::AuthorizationMode::Rbac,
+        rbac_policy: vec![policy.to_path_buf()],
+        ..Default::default()
+    };
+    config.jwks.file = Some(jwks_file);
+    config.jwks.issuer = Some(ISSUER.into());
+    config
+}
