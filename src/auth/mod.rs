@@ -449,6 +449,21 @@ impl Auth {
     }
 }
 
+/// The namespace a caller acts in: a service account's own namespace, or
+/// for a person the namespace that lists them (`user_namespaces`). Never
+/// anything the request says.
+pub fn caller_namespace<'a>(
+    caller: &'a UserInfo,
+    user_namespaces: &'a HashMap<String, String>,
+) -> Option<&'a str> {
+    caller
+        .name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, _)| ns)
+        .or_else(|| user_namespaces.get(&caller.name).map(String::as_str))
+}
+
 /// Reads a Kubernetes static token file: `token,user,uid[,"g1,g2"]` per
 /// line; every user is also in `system:authenticated`.
 pub fn read_static_tokens(path: &Path) -> Result<HashMap<String, Caller>, String> {

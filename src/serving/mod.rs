@@ -127,12 +127,7 @@ impl FeatureServer {
 
     /// The namespace a caller acts in, when it has one.
     pub fn caller_namespace<'c>(&'c self, caller: &'c UserInfo) -> Option<&'c str> {
-        caller
-            .name
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split_once(':'))
-            .map(|(ns, _)| ns)
-            .or_else(|| self.user_namespaces.get(&caller.name).map(String::as_str))
+        crate::auth::caller_namespace(caller, &self.user_namespaces)
     }
 
     /// The store a caller reads with.
