@@ -51,6 +51,13 @@ step "scripts/validate-manifests.sh (deploy/ manifests against Kubernetes 1.34 s
 bash scripts/validate-manifests.sh
 bash scripts/validate-manifests.sh --self-test
 
+# The Flight example's test runs the example with pyarrow and pandas, in
+# the same venv.
+step "python packages for examples/flight_training_set.py (pyarrow, pandas)"
+venv="${LARDER_VENV:-target/pyvenv}"
+"$venv/bin/python" -c 'import pyarrow.flight, pandas' 2>/dev/null ||
+    "$venv/bin/pip" install --quiet pyarrow==22.0.0 pandas==3.1.1
+
 # Benchmarks run once each, as a smoke test; their numbers are measured
 # with `cargo bench` (docs/PERFORMANCE.md), never asserted in tests.
 step "cargo test --benches --locked (benchmarks run once)"

@@ -106,6 +106,9 @@ enum Command {
     /// Authentication and authorization tools.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The offline store's servers.
+    #[command(subcommand)]
+    Offline(OfflineCommand),
     /// Check definitions without serving them.
     Validate {
         /// A manifest file or a folder of them.
@@ -122,6 +125,16 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:6566")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum OfflineCommand {
+    /// Serve training sets over Arrow Flight (DoGet with a JSON ticket).
+    Serve {
+        /// Address to listen on (overrides offline_store.flight_listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
 }
 
@@ -309,6 +322,21 @@ async fn run(cli: Cli) -> Result<()> {
         Command::MaterializeIncremental(args) => {
             let config = Config::load(cli.config.as_deref())?;
             Ok(crate::offline::materialize::run_incremental(&config, args).await?)
+        }
+        Command::Offline(OfflineCommand::Serve { listen }) => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(l) = listen {
+                config.offline_store.flight_listen = l;
+            }
+            let listen = config.offline_store.flight_listen;
+            let auth = open_auth(&config, listen).await?;
+            reload_policy_on_sighup(auth.clone(), &config);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let service = crate::offline::flight::OfflineFlight::new(Arc::new(config), auth);
+            crate::offline::flight::run(listener, service, serving::shutdown_signal()).await?;
+            Ok(())
         }
         Command::Auth(AuthCommand::CanI {
             verb,

@@ -203,6 +203,8 @@ pub struct OfflineStoreConfig {
     pub sqlite: SqliteOfflineConfig,
     /// Rows per batch when materializing and streaming results.
     pub batch_rows: usize,
+    /// Where `larder offline serve` serves training sets over Arrow Flight.
+    pub flight_listen: SocketAddr,
 }
 
 impl Default for OfflineStoreConfig {
@@ -211,6 +213,7 @@ impl Default for OfflineStoreConfig {
             postgres: PostgresConfig::default(),
             sqlite: SqliteOfflineConfig::default(),
             batch_rows: 10_000,
+            flight_listen: SocketAddr::from(([127, 0, 0, 1], 6571)),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! optionally with `T`, fractional seconds and `Z`), as Python's sqlite3 and
 //! pandas write them.
 
+pub mod flight;
 pub mod historical;
 pub mod materialize;
 pub mod write;
