@@ -79,7 +79,9 @@ fn offline_status(e: OfflineError) -> Status {
         OfflineError::PermissionDenied(_) => Status::permission_denied(e.to_string()),
         OfflineError::NotFound(_) => Status::not_found(e.to_string()),
         OfflineError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        OfflineError::Database(_) | OfflineError::Io(_) => Status::unavailable(e.to_string()),
+        OfflineError::Database(_) | OfflineError::Online(_) | OfflineError::Io(_) => {
+            Status::unavailable(e.to_string())
+        }
     }
 }
 

@@ -43,6 +43,9 @@ pub enum OfflineError {
     /// The database failed or could not be reached.
     #[error("offline store: {0}")]
     Database(String),
+    /// The online store failed or could not be reached (materialization).
+    #[error("online store: {0}")]
+    Online(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

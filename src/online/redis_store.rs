@@ -110,16 +110,16 @@ enum Backend {
 pub struct RedisStore {
     backend: Backend,
     settings: Arc<RedisSettings>,
-    write_script: redis::Script,
+    write_one: redis::Script,
+    write_many: redis::Script,
+    /// WRITE_MANY's source, loaded ahead of the calls of a pipeline.
+    write_many_code: String,
 }
 
-/// Newer-only write of one view's row, atomic per key.
-/// KEYS[1] the entity key; ARGV[1] the `_ts:<view>` field; ARGV[2] the
-/// serialized Timestamp; ARGV[3], ARGV[4] its seconds and nanos; ARGV[5]
-/// the key TTL in seconds (0: none); ARGV[6..] field, value pairs.
-/// The stored Timestamp message is decoded here (two varint fields) so that
-/// Feast's own `_ts` values compare correctly.
-const WRITE_SCRIPT: &str = r#"
+/// Lua shared by the write scripts: decoding a stored Timestamp message
+/// (two varint fields), so that Feast's own `_ts` values compare correctly,
+/// and the newer-only write of one view's row under one key.
+const WRITE_PRELUDE: &str = r#"
 local function varint(s, pos)
   local result, scale = 0, 1
   while true do
@@ -146,21 +146,48 @@ local function decode_ts(s)
   end
   return secs, nanos
 end
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local cs, cn = decode_ts(cur)
-  if cs ~= nil then
-    local ns, nn = tonumber(ARGV[3]), tonumber(ARGV[4])
-    if ns < cs or (ns == cs and nn <= cn) then return 0 end
+local function write_one(key, ts_field, ts, secs, nanos, ttl, first, last)
+  local cur = redis.call('HGET', key, ts_field)
+  if cur then
+    local cs, cn = decode_ts(cur)
+    if cs ~= nil and (secs < cs or (secs == cs and nanos <= cn)) then return 0 end
   end
+  local args = {ts_field, ts}
+  for i = first, last do args[#args + 1] = ARGV[i] end
+  redis.call('HSET', key, unpack(args))
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  return 1
 end
-local args = {ARGV[1], ARGV[2]}
-for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(args))
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
 "#;
+
+/// One row under one key (cluster mode, where a script's keys must share a
+/// slot). KEYS[1] the entity key; ARGV[1] the `_ts:<view>` field; ARGV[2]
+/// the serialized Timestamp; ARGV[3], ARGV[4] its seconds and nanos;
+/// ARGV[5] the key TTL in seconds (0: none); ARGV[6..] field, value pairs.
+const WRITE_ONE: &str = r#"
+return write_one(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]), 6, #ARGV)
+"#;
+
+/// Many rows, one per key in KEYS (standalone): one script call spreads its
+/// fixed cost over the rows. ARGV[1] the key TTL; then per key: `_ts`
+/// field, serialized Timestamp, seconds, nanos, the number of fields N,
+/// and N field, value pairs. Returns how many rows were written.
+const WRITE_MANY: &str = r#"
+local ttl = tonumber(ARGV[1])
+local pos, written = 2, 0
+for k = 1, #KEYS do
+  local first = pos + 5
+  local last = first + 2 * tonumber(ARGV[pos + 4]) - 1
+  written = written + write_one(KEYS[k], ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2]),
+    tonumber(ARGV[pos + 3]), ttl, first, last)
+  pos = last + 1
+end
+return written
+"#;
+
+/// Rows per WRITE_MANY call.
+const ROWS_PER_SCRIPT_CALL: usize = 64;
 
 fn classify(e: redis::RedisError) -> StoreError {
     // NOPERM comes as the reply's code, or inside the error of a script
@@ -300,7 +327,9 @@ impl RedisStore {
         Ok(RedisStore {
             backend,
             settings: Arc::new(settings),
-            write_script: redis::Script::new(WRITE_SCRIPT),
+            write_one: redis::Script::new(&format!("{WRITE_PRELUDE}{WRITE_ONE}")),
+            write_many: redis::Script::new(&format!("{WRITE_PRELUDE}{WRITE_MANY}")),
+            write_many_code: format!("{WRITE_PRELUDE}{WRITE_MANY}"),
         })
     }
 
@@ -405,37 +434,49 @@ impl RedisStore {
             return Ok(0);
         }
         let ttl = self.settings.key_ttl.as_secs();
-        let invocation = |row: &RowWrite| {
-            let mut inv = self.write_script.prepare_invoke();
-            inv.key(&row.key)
-                .arg(&row.ts_field)
-                .arg(super::codec::encode_timestamp(row.event_time))
-                .arg(row.event_time.seconds)
-                .arg(row.event_time.nanos)
-                .arg(ttl);
-            for (field, value) in &row.fields {
-                inv.arg(field).arg(value);
-            }
-            inv
-        };
         match &self.backend {
             Backend::Standalone { .. } => {
                 let mut conn = self.standalone().await?;
+                let mut pipe = redis::pipe();
                 // Loading first makes the EVALSHAs of the same pipeline
                 // succeed on a server that has never seen the script.
-                let mut pipe = redis::pipe();
-                pipe.cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT).ignore();
-                for row in rows {
-                    pipe.invoke_script(&invocation(row));
+                pipe.cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(&self.write_many_code)
+                    .ignore();
+                for chunk in rows.chunks(ROWS_PER_SCRIPT_CALL) {
+                    let mut inv = self.write_many.prepare_invoke();
+                    inv.arg(ttl);
+                    for row in chunk {
+                        inv.key(&row.key)
+                            .arg(&row.ts_field)
+                            .arg(super::codec::encode_timestamp(row.event_time))
+                            .arg(row.event_time.seconds)
+                            .arg(row.event_time.nanos)
+                            .arg(row.fields.len());
+                        for (field, value) in &row.fields {
+                            inv.arg(field).arg(value);
+                        }
+                    }
+                    pipe.invoke_script(&inv);
                 }
                 let written: Vec<i64> = pipe.query_async(&mut conn).await.map_err(classify)?;
-                Ok(written.into_iter().filter(|w| *w == 1).count())
+                Ok(written.into_iter().sum::<i64>() as usize)
             }
             Backend::Cluster { .. } => {
                 let conn = self.cluster().await?;
                 let calls = rows.iter().map(|row| {
                     let mut conn = conn.clone();
-                    let inv = invocation(row);
+                    let mut inv = self.write_one.prepare_invoke();
+                    inv.key(&row.key)
+                        .arg(&row.ts_field)
+                        .arg(super::codec::encode_timestamp(row.event_time))
+                        .arg(row.event_time.seconds)
+                        .arg(row.event_time.nanos)
+                        .arg(ttl);
+                    for (field, value) in &row.fields {
+                        inv.arg(field).arg(value);
+                    }
                     async move { inv.invoke_async::<i64>(&mut conn).await }
                 });
                 let written = futures::future::try_join_all(calls)
