@@ -1839,4 +1839,3 @@ async fn bad_inputs_are_refused_by_name() {
         .unwrap();
     assert!(dir.path().join("out.parquet").exists());
 }
-
