@@ -1379,13 +1379,14 @@ async fn bob_builds_a_training_set_with_his_own_grants() {
         "{}",
         String::from_utf8_lossy(&granted.stderr)
     );
-    // A warning names the source without an index, and only that one.
-    let stdout = String::from_utf8_lossy(&granted.stdout);
+    // A warning (logs go to stderr) names the source without an index,
+    // and only that one.
+    let stderr = String::from_utf8_lossy(&granted.stderr);
     assert!(
-        stdout.contains("driver_locations_fv") && stdout.contains("no index starts with"),
-        "{stdout}"
+        stderr.contains("driver_locations_fv") && stderr.contains("no index starts with"),
+        "{stderr}"
     );
-    assert!(!stdout.contains("driver_daily_stats_fv"), "{stdout}");
+    assert!(!stderr.contains("driver_daily_stats_fv"), "{stderr}");
     let batches = read_parquet(&everything_out);
     assert_eq!(
         names(&batches),
