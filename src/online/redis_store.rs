@@ -152,9 +152,7 @@ local function write_one(key, ts_field, ts, secs, nanos, ttl, first, last)
     local cs, cn = decode_ts(cur)
     if cs ~= nil and (secs < cs or (secs == cs and nanos <= cn)) then return 0 end
   end
-  local args = {ts_field, ts}
-  for i = first, last do args[#args + 1] = ARGV[i] end
-  redis.call('HSET', key, unpack(args))
+  redis.call('HSET', key, ts_field, ts, unpack(ARGV, first, last))
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
   return 1
 end
