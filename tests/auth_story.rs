@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::jwt;
+use common::{acl_setuser, jwt, shipped_acl};
 use larder::auth::Auth;
 use larder::definitions::parse_documents;
 use larder::model::{EventTime, Value};
@@ -96,35 +96,6 @@ impl std::io::Write for Writer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// The rules of `user <name> ...` in deploy/redis/acl.conf, with the
-/// password placeholder replaced.
-fn shipped_acl(name: &str, password: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(repo("deploy/redis/acl.conf")).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("user {name} ")))
-        .unwrap_or_else(|| panic!("deploy/redis/acl.conf has no user {name}"));
-    line.split_whitespace()
-        .skip(2)
-        .map(|r| {
-            if r == ">CHANGE_ME" {
-                format!(">{password}")
-            } else {
-                r.to_owned()
-            }
-        })
-        .collect()
-}
-
-fn acl_setuser(conn: &mut redis::Connection, name: &str, rules: &[String]) {
-    let mut cmd = redis::cmd("ACL");
-    cmd.arg("SETUSER").arg(name).arg("reset");
-    for r in rules {
-        cmd.arg(r);
-    }
-    let _: () = cmd.query(conn).unwrap();
 }
 
 fn namespace_store(redis: &common::RedisServer, user: &str) -> OnlineStore {

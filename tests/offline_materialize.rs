@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::RedisServer;
 use common::db::TestDb;
+use common::{RedisServer, acl_setuser, shipped_acl};
 use larder::config::{Config, NamespaceConfig, SecretUser, StoreKind};
 use larder::model::{EventTime, Value};
 use larder::offline::materialize::{
@@ -769,37 +769,6 @@ async fn reads_as_the_namespace_database_user() {
     assert_eq!(only(&reports, "driver_stats").rows_written, 3);
     drop(w); // the database first, then the role
     drop(role);
-}
-
-/// The rules of `user <name> ...` in deploy/redis/acl.conf.
-fn shipped_acl(name: &str, password: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/redis/acl.conf"),
-    )
-    .unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("user {name} ")))
-        .unwrap();
-    line.split_whitespace()
-        .skip(2)
-        .map(|r| {
-            if r == ">CHANGE_ME" {
-                format!(">{password}")
-            } else {
-                r.to_owned()
-            }
-        })
-        .collect()
-}
-
-fn acl_setuser(conn: &mut redis::Connection, name: &str, rules: &[String]) {
-    let mut cmd = redis::cmd("ACL");
-    cmd.arg("SETUSER").arg(name).arg("reset");
-    for r in rules {
-        cmd.arg(r);
-    }
-    let _: () = cmd.query(conn).unwrap();
 }
 
 #[tokio::test]

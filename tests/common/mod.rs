@@ -385,3 +385,36 @@ pub fn fixture_settings() -> ServingSettings {
         ..ServingSettings::default()
     }
 }
+
+/// The rules of `user <name> ...` in deploy/redis/acl.conf, with the
+/// password placeholder replaced.
+pub fn shipped_acl(name: &str, password: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/redis/acl.conf"),
+    )
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("user {name} ")))
+        .unwrap_or_else(|| panic!("deploy/redis/acl.conf has no user {name}"));
+    line.split_whitespace()
+        .skip(2)
+        .map(|r| {
+            if r == ">CHANGE_ME" {
+                format!(">{password}")
+            } else {
+                r.to_owned()
+            }
+        })
+        .collect()
+}
+
+/// `ACL SETUSER name reset rules...`.
+pub fn acl_setuser(conn: &mut redis::Connection, name: &str, rules: &[String]) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg(name).arg("reset");
+    for r in rules {
+        cmd.arg(r);
+    }
+    let _: () = cmd.query(conn).unwrap();
+}
