@@ -18,6 +18,9 @@
 //! - [`config`]: defaults, YAML file, `LARDER__*` environment.
 //! - [`telemetry`]: Prometheus metrics, tracing set-up.
 //! - [`auth`]: Kubernetes RBAC evaluated in-process.
+//! - [`transform`]: on-demand features: CEL expressions compiled and
+//!   type-checked once per snapshot, evaluated the same way for serving,
+//!   training sets and write-time transforms.
 //! - [`cli`]: the `larder` command and `larder quickstart`.
 
 #![forbid(unsafe_code)]
@@ -33,3 +36,4 @@ pub mod proto;
 pub mod registry;
 pub mod serving;
 pub mod telemetry;
+pub mod transform;

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub entity_rows: Counter,
     pub feature_values: Counter,
     pub invalid_values: Counter,
+    pub transform_errors: Counter,
     registry_version: Gauge,
     registry_sync_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -84,6 +85,12 @@ impl Metrics {
             "Stored values that could not be decoded (served as INVALID)",
             invalid_values.clone(),
         );
+        let transform_errors = Counter::default();
+        registry.register(
+            "on_demand_errors",
+            "On-demand values whose expression failed at run time (served as NULL_VALUE)",
+            transform_errors.clone(),
+        );
         let registry_version = Gauge::default();
         registry.register(
             "registry_resource_version",
@@ -106,6 +113,7 @@ impl Metrics {
             entity_rows,
             feature_values,
             invalid_values,
+            transform_errors,
         }
     }
 

@@ -24,8 +24,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::model::{
-    DataSource, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, SourceTable,
-    ValueType, check_dns1123_label, check_object_name,
+    DataSource, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, OnDemandFeature,
+    OnDemandFeatureView, SourceTable, Value, ValueType, check_dns1123_label, check_object_name,
 };
 
 pub const API_VERSION: &str = "features.kubeflow.org/v1";
@@ -77,6 +77,7 @@ pub enum Object {
     DataSource(DataSource),
     FeatureView(FeatureView),
     FeatureService(FeatureService),
+    OnDemandFeatureView(OnDemandFeatureView),
 }
 
 /// A parsed definition with where it came from.
@@ -178,6 +179,104 @@ struct FeatureViewSpec {
     source: Option<String>,
     #[serde(default)]
     description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct OnDemandSpec {
+    sources: OnDemandSourcesSpec,
+    features: Vec<OnDemandFeatureSpec>,
+    #[serde(default)]
+    write_to_online_store: bool,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct OnDemandSourcesSpec {
+    #[serde(default)]
+    feature_views: Vec<String>,
+    #[serde(default)]
+    request_fields: Vec<JoinKeySpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct OnDemandFeatureSpec {
+    name: String,
+    value_type: String,
+    expression: String,
+    #[serde(default)]
+    default: Option<serde_json::Value>,
+}
+
+/// The longest expression accepted, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+
+/// A manifest literal as a value of `target`: numbers for the numeric types
+/// (whole numbers for the integer ones), `true`/`false`, strings, base64
+/// strings for bytes, and arrays of those for lists.
+pub fn literal_value(json: &serde_json::Value, target: ValueType) -> Result<Value, String> {
+    use serde_json::Value as J;
+    let int = |j: &J| -> Result<i64, String> {
+        j.as_i64()
+            .ok_or_else(|| format!("{j} is not a whole number for {target}"))
+    };
+    let float = |j: &J| -> Result<f64, String> {
+        j.as_f64()
+            .ok_or_else(|| format!("{j} is not a number for {target}"))
+    };
+    let text = |j: &J| -> Result<String, String> {
+        j.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{j} is not a string for {target}"))
+    };
+    let bytes = |j: &J| -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let t = text(j)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(t.as_bytes())
+            .map_err(|e| format!("{t:?} is not base64 for {target}: {e}"))
+    };
+    let boolean = |j: &J| -> Result<bool, String> {
+        j.as_bool()
+            .ok_or_else(|| format!("{j} is not true or false for {target}"))
+    };
+    let i32_of = |j: &J| -> Result<i32, String> {
+        i32::try_from(int(j)?).map_err(|_| format!("{j} does not fit {target}"))
+    };
+    let list = |j: &J| -> Result<Vec<J>, String> {
+        j.as_array()
+            .cloned()
+            .ok_or_else(|| format!("{j} is not a list for {target}"))
+    };
+    fn each<T>(
+        items: Vec<serde_json::Value>,
+        f: impl Fn(&serde_json::Value) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        items.iter().map(f).collect()
+    }
+    Ok(match target {
+        ValueType::Bytes => Value::Bytes(bytes(json)?),
+        ValueType::String => Value::String(text(json)?),
+        ValueType::Int32 => Value::Int32(i32_of(json)?),
+        ValueType::Int64 => Value::Int64(int(json)?),
+        ValueType::UnixTimestamp => Value::UnixTimestamp(int(json)?),
+        ValueType::Double => Value::Double(float(json)?),
+        ValueType::Float => Value::Float(float(json)? as f32),
+        ValueType::Bool => Value::Bool(boolean(json)?),
+        ValueType::BytesList => Value::BytesList(each(list(json)?, bytes)?),
+        ValueType::StringList => Value::StringList(each(list(json)?, text)?),
+        ValueType::Int32List => Value::Int32List(each(list(json)?, i32_of)?),
+        ValueType::Int64List => Value::Int64List(each(list(json)?, int)?),
+        ValueType::UnixTimestampList => Value::UnixTimestampList(each(list(json)?, int)?),
+        ValueType::DoubleList => Value::DoubleList(each(list(json)?, float)?),
+        ValueType::FloatList => {
+            Value::FloatList(each(list(json)?, |j| float(j).map(|f| f as f32))?)
+        }
+        ValueType::BoolList => Value::BoolList(each(list(json)?, boolean)?),
+    })
 }
 
 fn default_true() -> bool {
@@ -471,12 +570,135 @@ fn parse_manifest(
                 labels,
             })
         }
+        "OnDemandFeatureView" => {
+            let spec: OnDemandSpec = from_spec(&id, spec)?;
+            if spec.features.is_empty() {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.features",
+                    "an on-demand feature view needs at least one feature",
+                ));
+            }
+            if spec.sources.feature_views.is_empty() && spec.sources.request_fields.is_empty() {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.sources",
+                    "an on-demand feature view needs at least one source: \
+                     featureViews or requestFields",
+                ));
+            }
+            for (i, v) in spec.sources.feature_views.iter().enumerate() {
+                check_object_name(v).map_err(|why| {
+                    DefinitionError::new(&id, &format!("spec.sources.featureViews[{i}]"), why)
+                })?;
+                if spec.sources.feature_views[..i].contains(v) {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("spec.sources.featureViews[{i}]"),
+                        format!("feature view {v:?} is listed twice"),
+                    ));
+                }
+            }
+            let mut request_fields: Vec<Feature> = Vec::new();
+            for (i, f) in spec.sources.request_fields.into_iter().enumerate() {
+                let field = format!("spec.sources.requestFields[{i}]");
+                let jk = typed(&id, &field, f)?;
+                if request_fields.iter().any(|o| o.name == jk.name) {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.name"),
+                        format!("duplicate request field {:?}", jk.name),
+                    ));
+                }
+                request_fields.push(Feature {
+                    name: jk.name,
+                    value_type: jk.value_type,
+                });
+            }
+            let mut features: Vec<OnDemandFeature> = Vec::new();
+            for (i, f) in spec.features.into_iter().enumerate() {
+                let field = format!("spec.features[{i}]");
+                let jk = typed(
+                    &id,
+                    &field,
+                    JoinKeySpec {
+                        name: f.name,
+                        value_type: f.value_type,
+                    },
+                )?;
+                if features.iter().any(|o| o.name == jk.name) {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.name"),
+                        format!("duplicate feature {:?}", jk.name),
+                    ));
+                }
+                if f.expression.trim().is_empty() {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.expression"),
+                        "the expression is empty",
+                    ));
+                }
+                if f.expression.len() > MAX_EXPRESSION_BYTES {
+                    return Err(DefinitionError::new(
+                        &id,
+                        &format!("{field}.expression"),
+                        format!(
+                            "the expression is {} bytes long; the limit is {MAX_EXPRESSION_BYTES}",
+                            f.expression.len()
+                        ),
+                    ));
+                }
+                let default = match &f.default {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(json) => Some(literal_value(json, jk.value_type).map_err(|why| {
+                        DefinitionError::new(&id, &format!("{field}.default"), why)
+                    })?),
+                };
+                features.push(OnDemandFeature {
+                    name: jk.name,
+                    value_type: jk.value_type,
+                    expression: f.expression,
+                    default,
+                });
+            }
+            if spec.write_to_online_store {
+                if !request_fields.is_empty() {
+                    return Err(DefinitionError::new(
+                        &id,
+                        "spec.writeToOnlineStore",
+                        "a view computed at write time cannot read request fields: \
+                         no request exists when rows are written",
+                    ));
+                }
+                if spec.sources.feature_views.len() != 1 {
+                    return Err(DefinitionError::new(
+                        &id,
+                        "spec.writeToOnlineStore",
+                        "a view computed at write time reads exactly one feature view, \
+                         whose rows it is computed from",
+                    ));
+                }
+            }
+            Object::OnDemandFeatureView(OnDemandFeatureView {
+                name,
+                namespace,
+                source_views: spec.sources.feature_views,
+                request_fields,
+                features,
+                write_to_online_store: spec.write_to_online_store,
+                description: spec.description,
+                labels,
+            })
+        }
         other => {
             return Err(DefinitionError::new(
                 &id,
                 "kind",
                 format!(
-                    "unknown kind {other:?} (known: Entity, DataSource, FeatureView, FeatureService)"
+                    "unknown kind {other:?} (known: Entity, DataSource, FeatureView, \
+                     OnDemandFeatureView, FeatureService)"
                 ),
             ));
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{FeatureRef, ValueType};
+use super::{FeatureRef, Value, ValueType};
 
 /// A join key and its declared type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,38 @@ pub struct FeatureService {
     pub features: Vec<FeatureRef>,
     pub description: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// A feature computed from other features and request data by an
+/// expression, rather than stored: an on-demand feature view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnDemandFeatureView {
+    pub name: String,
+    pub namespace: String,
+    /// Feature views of the same namespace whose features the expressions
+    /// read, as `view.feature`.
+    pub source_views: Vec<String>,
+    /// Named, typed values each request supplies (Feast's request
+    /// sources), read by their bare names.
+    pub request_fields: Vec<Feature>,
+    pub features: Vec<OnDemandFeature>,
+    /// Computed when rows are written (materialized, pushed, streamed) and
+    /// stored like a feature view, instead of at request time.
+    pub write_to_online_store: bool,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One feature of an on-demand view: its type and the CEL expression that
+/// computes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnDemandFeature {
+    pub name: String,
+    pub value_type: ValueType,
+    pub expression: String,
+    /// Served (as PRESENT) when an input the expression reads is missing or
+    /// null; without it such a row gets no value.
+    pub default: Option<Value>,
 }
 
 /// Checks a name against Kubernetes' DNS-1123 label rule, which larder

@@ -6,8 +6,9 @@ mod feature_ref;
 mod value;
 
 pub use definitions::{
-    DUMMY_JOIN_KEY, DataSource, Entity, Feature, FeatureService, FeatureView, JoinKey, SourceTable,
-    check_dns1123_label, check_object_name, default_project_for,
+    DUMMY_JOIN_KEY, DataSource, Entity, Feature, FeatureService, FeatureView, JoinKey,
+    OnDemandFeature, OnDemandFeatureView, SourceTable, check_dns1123_label, check_object_name,
+    default_project_for,
 };
 pub use feature_ref::{FeatureRef, MalformedRef, RefParts};
 pub use value::{EventTime, TypeMismatch, Value, ValueType};

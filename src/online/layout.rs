@@ -184,8 +184,7 @@ pub fn read_entity_key_v3(mut bytes: &[u8]) -> Result<(Vec<String>, Vec<Value>),
 /// `"<view>:<feature>"`, little-endian.
 pub fn feature_field(view: &str, feature: &str) -> [u8; 4] {
     let text = format!("{view}:{feature}");
-    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(text.as_bytes()), 0)
-        .expect("hashing an in-memory buffer cannot fail");
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(text.as_bytes()), 0);
     hash.to_le_bytes()
 }
 

@@ -8,4 +8,4 @@ pub mod follower;
 mod snapshot;
 pub mod store;
 
-pub use snapshot::{FastMap, NamespaceDefs, RegistrySnapshot, ServedView};
+pub use snapshot::{FastMap, NamespaceDefs, RegistrySnapshot, ServedOdfv, ServedView};

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use crate::definitions::{DefinitionError, Located, Object, ObjectId};
 use crate::model::DataSource;
 use crate::model::{
-    DUMMY_JOIN_KEY, Entity, FeatureService, FeatureView, JoinKey, ValueType, default_project_for,
+    DUMMY_JOIN_KEY, Entity, Feature, FeatureService, FeatureView, JoinKey, OnDemandFeatureView,
+    ValueType, default_project_for,
 };
 use crate::online::layout;
+use crate::transform::{CompiledView, SourceView};
 
 /// Everything the feature server knows about definitions, at one version.
 /// Built once, shared behind an `Arc`, never mutated: a new version is a new
@@ -33,7 +35,31 @@ pub struct NamespaceDefs {
     pub entities: BTreeMap<String, Entity>,
     pub sources: BTreeMap<String, DataSource>,
     pub views: FastMap<String, Arc<ServedView>>,
+    pub odfvs: FastMap<String, Arc<ServedOdfv>>,
     pub services: FastMap<String, Arc<FeatureService>>,
+}
+
+/// An on-demand feature view with its compiled expressions and its source
+/// views resolved.
+#[derive(Debug)]
+pub struct ServedOdfv {
+    pub odfv: OnDemandFeatureView,
+    pub compiled: CompiledView,
+    /// The source views, in the order of `odfv.source_views`.
+    pub sources: Vec<Arc<ServedView>>,
+    /// How a view computed at write time is stored: like a feature view
+    /// with its source's entities and TTL. `None` for a view computed per
+    /// request.
+    pub stored: Option<Arc<ServedView>>,
+    feature_index: FastMap<String, usize>,
+    /// `<view>__<feature>` per feature.
+    pub full_names: Vec<String>,
+}
+
+impl ServedOdfv {
+    pub fn feature_index(&self, feature: &str) -> Option<usize> {
+        self.feature_index.get(feature).copied()
+    }
 }
 
 /// A feature view with what serving needs precomputed: the Redis hash
@@ -113,6 +139,7 @@ impl RegistrySnapshot {
         let mut namespaces: FastMap<String, NamespaceDefs> = FastMap::default();
         let mut views: Vec<(ObjectId, FeatureView)> = Vec::new();
         let mut services: Vec<(ObjectId, FeatureService)> = Vec::new();
+        let mut odfvs: Vec<(ObjectId, OnDemandFeatureView)> = Vec::new();
         let mut seen: HashMap<(String, String, String), ObjectId> = HashMap::new();
 
         for Located { id, object } in objects {
@@ -136,6 +163,7 @@ impl RegistrySnapshot {
                     entities: BTreeMap::new(),
                     sources: BTreeMap::new(),
                     views: FastMap::default(),
+                    odfvs: FastMap::default(),
                     services: FastMap::default(),
                 });
             match object {
@@ -147,6 +175,7 @@ impl RegistrySnapshot {
                 }
                 Object::FeatureView(v) => views.push((id, v)),
                 Object::FeatureService(s) => services.push((id, s)),
+                Object::OnDemandFeatureView(v) => odfvs.push((id, v)),
             }
         }
 
@@ -189,21 +218,34 @@ impl RegistrySnapshot {
             ns.views.insert(served.view.name.clone(), Arc::new(served));
         }
 
+        for (id, odfv) in odfvs {
+            let ns = namespaces
+                .get_mut(&id.namespace)
+                .expect("namespace inserted above");
+            let served = ServedOdfv::build(&id, odfv, ns)?;
+            ns.odfvs.insert(served.odfv.name.clone(), Arc::new(served));
+        }
+
         for (id, service) in services {
             for (i, r) in service.features.iter().enumerate() {
                 let field = format!("spec.features[{i}]");
                 let ns_name = r.namespace.as_deref().unwrap_or(&id.namespace);
-                let view = namespaces
-                    .get(ns_name)
-                    .and_then(|ns| ns.views.get(&r.view))
-                    .ok_or_else(|| {
-                        DefinitionError::new(
+                let defs = namespaces.get(ns_name);
+                let known = match (
+                    defs.and_then(|ns| ns.views.get(&r.view)),
+                    defs.and_then(|ns| ns.odfvs.get(&r.view)),
+                ) {
+                    (Some(view), _) => view.feature_index(&r.feature).is_some(),
+                    (None, Some(odfv)) => odfv.feature_index(&r.feature).is_some(),
+                    (None, None) => {
+                        return Err(DefinitionError::new(
                             &id,
                             &field,
                             format!("no feature view {:?} in namespace {ns_name}", r.view),
-                        )
-                    })?;
-                if view.feature_index(&r.feature).is_none() {
+                        ));
+                    }
+                };
+                if !known {
                     return Err(DefinitionError::new(
                         &id,
                         &field,
@@ -241,6 +283,95 @@ impl RegistrySnapshot {
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<FeatureService>> {
         self.namespaces.get(namespace)?.services.get(name)
+    }
+
+    pub fn odfv(&self, namespace: &str, name: &str) -> Option<&Arc<ServedOdfv>> {
+        self.namespaces.get(namespace)?.odfvs.get(name)
+    }
+}
+
+impl ServedOdfv {
+    /// Resolves the sources of `odfv` in `ns` and compiles its expressions.
+    fn build(
+        id: &ObjectId,
+        odfv: OnDemandFeatureView,
+        ns: &NamespaceDefs,
+    ) -> Result<ServedOdfv, DefinitionError> {
+        if ns.views.contains_key(&odfv.name) {
+            return Err(DefinitionError::new(
+                id,
+                "metadata.name",
+                format!(
+                    "a feature view named {:?} exists in namespace {}: feature refs could not \
+                     tell them apart",
+                    odfv.name, id.namespace
+                ),
+            ));
+        }
+        let mut sources = Vec::with_capacity(odfv.source_views.len());
+        for (i, name) in odfv.source_views.iter().enumerate() {
+            let view = ns.views.get(name).ok_or_else(|| {
+                DefinitionError::new(
+                    id,
+                    &format!("spec.sources.featureViews[{i}]"),
+                    format!("no feature view {name:?} in namespace {}", id.namespace),
+                )
+            })?;
+            sources.push(Arc::clone(view));
+        }
+        let source_views: Vec<SourceView<'_>> = sources
+            .iter()
+            .map(|v| SourceView {
+                name: &v.view.name,
+                features: &v.view.features,
+            })
+            .collect();
+        let compiled = CompiledView::compile(&odfv, &source_views)
+            .map_err(|e| DefinitionError::new(id, &e.field, e.message))?;
+        let stored = odfv.write_to_online_store.then(|| {
+            let source = &sources[0].view;
+            Arc::new(ServedView::new(
+                FeatureView {
+                    name: odfv.name.clone(),
+                    namespace: odfv.namespace.clone(),
+                    entities: source.entities.clone(),
+                    join_keys: source.join_keys.clone(),
+                    features: odfv
+                        .features
+                        .iter()
+                        .map(|f| Feature {
+                            name: f.name.clone(),
+                            value_type: f.value_type,
+                        })
+                        .collect(),
+                    ttl: source.ttl,
+                    online: true,
+                    source: None,
+                    description: odfv.description.clone(),
+                    labels: odfv.labels.clone(),
+                },
+                ns.project.clone(),
+            ))
+        });
+        let feature_index = odfv
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let full_names = odfv
+            .features
+            .iter()
+            .map(|f| format!("{}__{}", odfv.name, f.name))
+            .collect();
+        Ok(ServedOdfv {
+            odfv,
+            compiled,
+            sources,
+            stored,
+            feature_index,
+            full_names,
+        })
     }
 }
 

@@ -197,6 +197,7 @@ impl GrpcApi {
             full_feature_names: message.full_feature_names,
             namespace,
             untyped_integers: false,
+            request_data: entity_columns(message.request_context),
         })
     }
 }

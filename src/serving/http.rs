@@ -44,9 +44,17 @@ struct GetOnlineFeaturesBody {
     entities: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     full_feature_names: bool,
+    /// Request data of on-demand views, column by column like `entities`.
+    #[serde(default)]
+    request_context: serde_json::Map<String, serde_json::Value>,
 }
 
-fn json_to_value(column: &str, row: usize, v: serde_json::Value) -> Result<Value, ServingError> {
+fn json_to_value(
+    what: &str,
+    column: &str,
+    row: usize,
+    v: serde_json::Value,
+) -> Result<Value, ServingError> {
     Ok(match v {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(b),
@@ -57,7 +65,7 @@ fn json_to_value(column: &str, row: usize, v: serde_json::Value) -> Result<Value
         },
         other => {
             return Err(ServingError::InvalidArgument(format!(
-                "entity column {column:?}, row {row}: {other} is not a scalar value"
+                "{what} column {column:?}, row {row}: {other} is not a scalar value"
             )));
         }
     })
@@ -80,21 +88,8 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<OnlineRequest, Serv
             ));
         }
     };
-    let mut entities = Vec::with_capacity(body.entities.len());
-    for (name, column) in body.entities {
-        let serde_json::Value::Array(values) = column else {
-            return Err(ServingError::InvalidArgument(format!(
-                "entity column {name:?} must be a list of values, one per row"
-            )));
-        };
-        let values = values
-            .into_iter()
-            .enumerate()
-            .map(|(row, v)| json_to_value(&name, row, v))
-            .collect::<Result<Vec<_>, _>>()?;
-        entities.push((name, values));
-    }
-    entities.sort_by(|a, b| a.0.cmp(&b.0));
+    let entities = json_columns("entity", body.entities)?;
+    let request_data = json_columns("request_context", body.request_context)?;
     let namespace = super::namespace_header(headers.get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
     Ok(OnlineRequest {
         features,
@@ -102,7 +97,32 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<OnlineRequest, Serv
         full_feature_names: body.full_feature_names,
         namespace,
         untyped_integers: true,
+        request_data,
     })
+}
+
+/// JSON columns (`{"name": [v, ...]}`) as typed columns, sorted by name so
+/// that errors are deterministic.
+fn json_columns(
+    what: &str,
+    columns: serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<(String, Vec<Value>)>, ServingError> {
+    let mut out = Vec::with_capacity(columns.len());
+    for (name, column) in columns {
+        let serde_json::Value::Array(values) = column else {
+            return Err(ServingError::InvalidArgument(format!(
+                "{what} column {name:?} must be a list of values, one per row"
+            )));
+        };
+        let values = values
+            .into_iter()
+            .enumerate()
+            .map(|(row, v)| json_to_value(what, &name, row, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((name, values));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 async fn get_online_features(

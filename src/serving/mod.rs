@@ -185,18 +185,37 @@ impl FeatureServer {
             .namespace
             .as_deref()
             .unwrap_or(&self.settings.default_namespace);
-        // (resource, namespace, name) of every object read, each once.
+        // (resource, namespace, name) of every object read, each once. An
+        // on-demand view reads its source views too: the caller needs `get`
+        // on those as well, or a transform would reveal what it may not read.
         let mut objects: Vec<(&'static str, &str, &str)> = Vec::new();
+        fn view<'a>(
+            snapshot: &'a RegistrySnapshot,
+            ns: &'a str,
+            name: &'a str,
+            objects: &mut Vec<(&'static str, &'a str, &'a str)>,
+        ) {
+            match snapshot.odfv(ns, name) {
+                Some(odfv) => {
+                    objects.push(("ondemandfeatureviews", ns, name));
+                    for source in &odfv.odfv.source_views {
+                        objects.push(("featureviews", ns, source));
+                    }
+                }
+                None => objects.push(("featureviews", ns, name)),
+            }
+        }
         match &request.features {
             FeatureSelection::Refs(refs) => {
                 for r in refs {
                     // Malformed refs are refused by planning.
                     if let Ok(parts) = crate::model::FeatureRef::split(r) {
-                        objects.push((
-                            "featureviews",
+                        view(
+                            snapshot,
                             parts.namespace.unwrap_or(namespace),
                             parts.view,
-                        ));
+                            &mut objects,
+                        );
                     }
                 }
             }
@@ -205,11 +224,12 @@ impl FeatureServer {
                 objects.push(("featureservices", ns, name));
                 if let Some(service) = snapshot.service(ns, name) {
                     for r in &service.features {
-                        objects.push((
-                            "featureviews",
+                        view(
+                            snapshot,
                             r.namespace.as_deref().unwrap_or(ns),
                             &r.view,
-                        ));
+                            &mut objects,
+                        );
                     }
                 }
             }
@@ -313,6 +333,11 @@ impl FeatureServer {
                     .count();
                 if invalid > 0 {
                     self.metrics.invalid_values.inc_by(invalid as u64);
+                }
+                if response.transform_errors > 0 {
+                    self.metrics
+                        .transform_errors
+                        .inc_by(response.transform_errors as u64);
                 }
                 "ok"
             }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::model::{EventTime, FeatureRef, FieldStatus, RefParts, Value, ValueType};
 use crate::online::{KeyRead, OnlineStore, ReadResult, codec, layout};
-use crate::registry::{FastMap, RegistrySnapshot, ServedView};
+use crate::registry::{FastMap, RegistrySnapshot, ServedOdfv, ServedView};
+use crate::transform::{Arg, InputSource, Outcome};
 
 use super::ServingError;
 
@@ -32,6 +33,11 @@ pub struct OnlineRequest {
     /// Entity integers came from JSON and have no width of their own: an
     /// INT64 value may fill an INT32 join key when it fits.
     pub untyped_integers: bool,
+    /// Request data for on-demand views (gRPC `request_context`, HTTP
+    /// `request_context`): field name and one value per entity row. A field
+    /// not found here is looked up among the entity columns, where Feast's
+    /// clients also send it.
+    pub request_data: Vec<(String, Vec<Value>)>,
 }
 
 /// One output column: a value, status and event time per entity row.
@@ -48,6 +54,9 @@ pub struct Column {
 pub struct OnlineResponse {
     pub names: Vec<String>,
     pub columns: Vec<Column>,
+    /// On-demand values whose expression failed at run time (served as
+    /// NULL_VALUE), for metrics.
+    pub transform_errors: usize,
 }
 
 /// Limits on one request.
@@ -59,9 +68,33 @@ pub struct Limits {
 
 /// A requested feature, resolved.
 struct Output {
-    view: usize,
-    feature: usize,
+    source: OutputSource,
     name: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutputSource {
+    /// Feature `feature` of planned view `view`.
+    Stored { view: usize, feature: usize },
+    /// Feature `feature` of planned on-demand view `odfv`.
+    OnDemand { odfv: usize, feature: usize },
+}
+
+/// A requested on-demand view: where each of its inputs comes from.
+struct OdfvPlan<'a> {
+    served: &'a ServedOdfv,
+    /// Per compiled input: a planned view's feature, or a request column.
+    inputs: Vec<PlannedInput>,
+}
+
+#[derive(Clone, Copy)]
+enum PlannedInput {
+    Stored {
+        view: usize,
+        feature: usize,
+    },
+    /// Index into the plan's request columns.
+    Request(usize),
 }
 
 /// A requested view and where its fields sit in its group's field list.
@@ -97,6 +130,9 @@ struct KeyGroup<'a> {
 pub struct Plan<'a> {
     views: Vec<ViewPlan<'a>>,
     groups: Vec<KeyGroup<'a>>,
+    odfvs: Vec<OdfvPlan<'a>>,
+    /// Typed request data columns the on-demand views read.
+    request_columns: Vec<Vec<Value>>,
     outputs: Vec<Output>,
     key_columns: Vec<(String, Vec<Value>)>,
     rows: usize,
@@ -157,10 +193,11 @@ pub fn plan<'a>(
     // Resolve every ref to (view, feature), deduplicating views. Refs of
     // one view usually come together, so the last view is checked first.
     let mut views: Vec<ViewPlan<'a>> = Vec::new();
+    let mut odfvs: Vec<OdfvPlan<'a>> = Vec::new();
     let mut outputs: Vec<Output> = Vec::with_capacity(refs.len());
-    let mut last: Option<(RefParts, usize)> = None;
+    let mut last: Option<(RefParts, Resolved)> = None;
     for r in &refs {
-        let view = match last {
+        let resolved = match last {
             Some((l, v)) if l.view == r.view && l.namespace == r.namespace => v,
             _ => {
                 let ns = r.namespace.unwrap_or(namespace);
@@ -169,52 +206,65 @@ pub fn plan<'a>(
                         "feature {r}: namespace {ns:?} has no feature definitions"
                     )));
                 };
-                let Some(served) = defs.views.get(r.view) else {
+                let resolved = if let Some(served) = defs.views.get(r.view) {
+                    let served: &'a ServedView = served;
+                    if !served.view.online {
+                        return Err(ServingError::InvalidArgument(format!(
+                            "feature {r}: feature view {:?} is not served online (online: false)",
+                            r.view
+                        )));
+                    }
+                    Resolved::Stored(plan_view(&mut views, served))
+                } else if let Some(odfv) = defs.odfvs.get(r.view) {
+                    let odfv: &'a ServedOdfv = odfv;
+                    match &odfv.stored {
+                        // Computed at write time: read like a feature view.
+                        Some(stored) => Resolved::Stored(plan_view(&mut views, stored)),
+                        None => Resolved::OnDemand(plan_odfv(&mut odfvs, &mut views, odfv)),
+                    }
+                } else {
                     return Err(ServingError::NotFound(format!(
                         "feature {r}: no feature view {:?} in namespace {ns:?}",
                         r.view
                     )));
                 };
-                let served: &'a ServedView = served;
-                if !served.view.online {
-                    return Err(ServingError::InvalidArgument(format!(
-                        "feature {r}: feature view {:?} is not served online (online: false)",
-                        r.view
-                    )));
-                }
-                let v = match views.iter().position(|v| std::ptr::eq(v.served, served)) {
-                    Some(i) => i,
-                    None => {
-                        views.push(ViewPlan {
-                            served,
-                            group: usize::MAX,
-                            ts_pos: 0,
-                            feature_pos: Vec::new(),
-                        });
-                        views.len() - 1
-                    }
-                };
-                last = Some((*r, v));
-                v
+                last = Some((*r, resolved));
+                resolved
             }
         };
-        let served = views[view].served;
-        let Some(feature) = served.feature_index(r.feature) else {
-            return Err(ServingError::NotFound(format!(
-                "feature {r}: feature view {:?} has no feature {:?}",
-                r.view, r.feature
-            )));
+        let (source, name) = match resolved {
+            Resolved::Stored(view) => {
+                let served = views[view].served;
+                let Some(feature) = served.feature_index(r.feature) else {
+                    return Err(ServingError::NotFound(format!(
+                        "feature {r}: feature view {:?} has no feature {:?}",
+                        r.view, r.feature
+                    )));
+                };
+                let name = if request.full_feature_names {
+                    served.full_names[feature].clone()
+                } else {
+                    served.view.features[feature].name.clone()
+                };
+                (OutputSource::Stored { view, feature }, name)
+            }
+            Resolved::OnDemand(odfv) => {
+                let served = odfvs[odfv].served;
+                let Some(feature) = served.feature_index(r.feature) else {
+                    return Err(ServingError::NotFound(format!(
+                        "feature {r}: on-demand feature view {:?} has no feature {:?}",
+                        r.view, r.feature
+                    )));
+                };
+                let name = if request.full_feature_names {
+                    served.full_names[feature].clone()
+                } else {
+                    served.odfv.features[feature].name.clone()
+                };
+                (OutputSource::OnDemand { odfv, feature }, name)
+            }
         };
-        let name = if request.full_feature_names {
-            served.full_names[feature].clone()
-        } else {
-            served.view.features[feature].name.clone()
-        };
-        outputs.push(Output {
-            view,
-            feature,
-            name,
-        });
+        outputs.push(Output { source, name });
     }
     if !request.full_feature_names {
         let mut seen = std::collections::HashSet::with_capacity(outputs.len());
@@ -233,14 +283,14 @@ pub fn plan<'a>(
     let rows = request
         .entities
         .first()
+        .or(request.request_data.first())
         .map_or(0, |(_, values)| values.len());
-    for (name, values) in &request.entities {
+    for (name, values) in request.entities.iter().chain(&request.request_data) {
         if values.len() != rows {
             return Err(ServingError::InvalidArgument(format!(
-                "entity column {name:?} has {} values but column {:?} has {rows}; \
-                 every entity column needs one value per row",
+                "column {name:?} has {} values but the first column has {rows}; \
+                 every entity and request column needs one value per row",
                 values.len(),
-                request.entities[0].0
             )));
         }
     }
@@ -276,10 +326,21 @@ pub fn plan<'a>(
         let group = &mut groups[plan.group];
         plan.ts_pos = group.fields.len();
         group.fields.push(&served.ts_field);
-        for o in outputs.iter().filter(|o| o.view == v) {
-            if !plan.feature_pos.iter().any(|(f, _)| *f == o.feature) {
-                plan.feature_pos.push((o.feature, group.fields.len()));
-                group.fields.push(&served.feature_fields[o.feature]);
+        let stored = outputs.iter().filter_map(|o| match o.source {
+            OutputSource::Stored { view, feature } if view == v => Some(feature),
+            _ => None,
+        });
+        let inputs = odfvs
+            .iter()
+            .flat_map(|p| &p.inputs)
+            .filter_map(|i| match *i {
+                PlannedInput::Stored { view, feature } if view == v => Some(feature),
+                _ => None,
+            });
+        for feature in stored.chain(inputs) {
+            if !plan.feature_pos.iter().any(|(f, _)| *f == feature) {
+                plan.feature_pos.push((feature, group.fields.len()));
+                group.fields.push(&served.feature_fields[feature]);
             }
         }
     }
@@ -366,9 +427,70 @@ pub fn plan<'a>(
         }
     }
     key_columns.sort_by(|a, b| a.0.cmp(&b.0));
+
+    // The request data on-demand views read, checked against its declared
+    // type.
+    let mut request_columns: Vec<Vec<Value>> = Vec::new();
+    let mut request_names: Vec<&str> = Vec::new();
+    for p in &mut odfvs {
+        for (input, planned) in p.served.compiled.inputs.iter().zip(p.inputs.iter_mut()) {
+            let InputSource::Request { .. } = input.source else {
+                continue;
+            };
+            if let Some(i) = request_names.iter().position(|n| *n == input.name) {
+                let same_type = request_columns[i]
+                    .iter()
+                    .find_map(Value::value_type)
+                    .is_none_or(|t| t == input.value_type);
+                if !same_type {
+                    return Err(ServingError::InvalidArgument(format!(
+                        "request field {:?} has different types in two requested on-demand \
+                         views; request them separately",
+                        input.name
+                    )));
+                }
+                *planned = PlannedInput::Request(i);
+                continue;
+            }
+            let given = request
+                .request_data
+                .iter()
+                .chain(&request.entities)
+                .find(|(n, _)| *n == input.name)
+                .ok_or_else(|| {
+                    ServingError::InvalidArgument(format!(
+                        "missing request field {:?} ({}), read by on-demand feature view {:?}: \
+                         send it in request_context",
+                        input.name, input.value_type, p.served.odfv.name
+                    ))
+                })?;
+            let typed = given
+                .1
+                .iter()
+                .enumerate()
+                .map(|(row, v)| {
+                    coerce_request(v, input.value_type, request.untyped_integers).map_err(|found| {
+                        ServingError::InvalidArgument(format!(
+                            "request field {:?}, row {row}: expected {}, found {found}",
+                            input.name, input.value_type
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            request_names.push(&input.name);
+            request_columns.push(if typed.is_empty() {
+                vec![Value::Null; rows]
+            } else {
+                typed
+            });
+            *planned = PlannedInput::Request(request_columns.len() - 1);
+        }
+    }
     Ok(Plan {
         views,
         groups,
+        odfvs,
+        request_columns,
         outputs,
         key_columns,
         rows,
@@ -376,10 +498,79 @@ pub fn plan<'a>(
     })
 }
 
+/// What a ref's view resolved to: an index into the planned views or the
+/// planned on-demand views.
+#[derive(Clone, Copy)]
+enum Resolved {
+    Stored(usize),
+    OnDemand(usize),
+}
+
+/// The index of `served` among the planned views, adding it when new.
+fn plan_view<'a>(views: &mut Vec<ViewPlan<'a>>, served: &'a ServedView) -> usize {
+    match views.iter().position(|v| std::ptr::eq(v.served, served)) {
+        Some(i) => i,
+        None => {
+            views.push(ViewPlan {
+                served,
+                group: usize::MAX,
+                ts_pos: 0,
+                feature_pos: Vec::new(),
+            });
+            views.len() - 1
+        }
+    }
+}
+
+/// The index of `served` among the planned on-demand views, adding it
+/// (and the source views it reads) when new.
+fn plan_odfv<'a>(
+    odfvs: &mut Vec<OdfvPlan<'a>>,
+    views: &mut Vec<ViewPlan<'a>>,
+    served: &'a ServedOdfv,
+) -> usize {
+    if let Some(i) = odfvs.iter().position(|p| std::ptr::eq(p.served, served)) {
+        return i;
+    }
+    let inputs = served
+        .compiled
+        .inputs
+        .iter()
+        .map(|input| match input.source {
+            InputSource::View { view, feature } => PlannedInput::Stored {
+                view: plan_view(views, &served.sources[view]),
+                feature,
+            },
+            // Filled in once the request's columns are known.
+            InputSource::Request { .. } => PlannedInput::Request(usize::MAX),
+        })
+        .collect();
+    odfvs.push(OdfvPlan { served, inputs });
+    odfvs.len() - 1
+}
+
+/// Converts a request data value to its declared type. JSON numbers have no
+/// type of their own: an integer may fill a DOUBLE or FLOAT field, and an
+/// INT32 one when it fits.
+fn coerce_request(value: &Value, target: ValueType, untyped: bool) -> Result<Value, String> {
+    if untyped {
+        match (value, target) {
+            (Value::Int64(i), ValueType::Double) => return Ok(Value::Double(*i as f64)),
+            (Value::Int64(i), ValueType::Float) => return Ok(Value::Float(*i as f32)),
+            (Value::Double(d), ValueType::Float) => return Ok(Value::Float(*d as f32)),
+            _ => {}
+        }
+    }
+    if value.is_null() {
+        return Ok(Value::Null);
+    }
+    coerce_key(value, target, untyped)
+}
+
 impl Plan<'_> {
     /// Builds the response from what the store returned for `self.reads`.
     pub fn assemble(
-        self,
+        mut self,
         results: &ReadResult,
         now: EventTime,
     ) -> Result<OnlineResponse, ServingError> {
@@ -409,7 +600,7 @@ impl Plan<'_> {
         let width = self.key_columns.len() + self.outputs.len();
         let mut names = Vec::with_capacity(width);
         let mut columns = Vec::with_capacity(width);
-        for (name, values) in self.key_columns {
+        for (name, values) in std::mem::take(&mut self.key_columns) {
             names.push(name);
             columns.push(Column {
                 statuses: vec![FieldStatus::Present; values.len()],
@@ -417,40 +608,135 @@ impl Plan<'_> {
                 values,
             });
         }
-        for o in self.outputs {
-            let plan = &self.views[o.view];
-            let group = &self.groups[plan.group];
-            let pos = plan.position_of(o.feature);
-            let ttl = plan.served.view.ttl;
+        // On-demand outcomes per planned on-demand view, row and feature,
+        // with the newest event time of the stored inputs of each row.
+        let mut transform_errors = 0;
+        let mut computed: Vec<(Vec<Vec<Outcome>>, Vec<EventTime>)> =
+            Vec::with_capacity(self.odfvs.len());
+        for p in &self.odfvs {
+            let mut per_row = Vec::with_capacity(self.rows);
+            let mut times = Vec::with_capacity(self.rows);
+            let mut cells: Vec<(Value, FieldStatus)> = Vec::with_capacity(p.inputs.len());
+            for row in 0..self.rows {
+                cells.clear();
+                let mut newest = EventTime::EPOCH;
+                for input in &p.inputs {
+                    cells.push(match *input {
+                        PlannedInput::Stored { view, feature } => {
+                            let (value, status, time) =
+                                self.cell(results, &event_times, view, feature, row, now);
+                            if status == FieldStatus::Present {
+                                newest = newest.max(time);
+                            }
+                            (value, status)
+                        }
+                        PlannedInput::Request(c) => {
+                            let value = self.request_columns[c][row].clone();
+                            let status = if value.is_null() {
+                                FieldStatus::NullValue
+                            } else {
+                                FieldStatus::Present
+                            };
+                            (value, status)
+                        }
+                    });
+                }
+                let args: Vec<Arg<'_>> = cells
+                    .iter()
+                    .map(|(v, status)| match status {
+                        FieldStatus::Present => Arg::Present(v),
+                        FieldStatus::NotFound | FieldStatus::OutsideMaxAge => Arg::Missing,
+                        FieldStatus::NullValue | FieldStatus::Invalid => Arg::Null,
+                    })
+                    .collect();
+                let mut outcomes = Vec::with_capacity(p.served.compiled.features.len());
+                p.served.compiled.evaluate(&args, &mut outcomes);
+                transform_errors += outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Outcome::Failed(_)))
+                    .count();
+                per_row.push(outcomes);
+                times.push(newest);
+            }
+            computed.push((per_row, times));
+        }
+
+        for o in std::mem::take(&mut self.outputs) {
             let mut column = Column {
                 values: Vec::with_capacity(self.rows),
                 statuses: Vec::with_capacity(self.rows),
                 event_times: Vec::with_capacity(self.rows),
             };
-            for &k in &group.row_key {
-                let stored = results[k].get(pos).and_then(|b| b.as_deref());
-                let (value, status, time) = match stored {
-                    None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
-                    Some(bytes) => {
-                        let time = event_times[o.view][k].unwrap_or(EventTime::EPOCH);
-                        match codec::decode_value(bytes) {
-                            Err(_) => (Value::Null, FieldStatus::Invalid, time),
-                            Ok(_) if ttl.is_some_and(|ttl| time.older_than(ttl, now)) => {
-                                (Value::Null, FieldStatus::OutsideMaxAge, time)
-                            }
-                            Ok(Value::Null) => (Value::Null, FieldStatus::NullValue, time),
-                            Ok(v) => (v, FieldStatus::Present, time),
-                        }
+            match o.source {
+                OutputSource::Stored { view, feature } => {
+                    for row in 0..self.rows {
+                        let (value, status, time) =
+                            self.cell(results, &event_times, view, feature, row, now);
+                        column.values.push(value);
+                        column.statuses.push(status);
+                        column.event_times.push(time);
                     }
-                };
-                column.values.push(value);
-                column.statuses.push(status);
-                column.event_times.push(time);
+                }
+                OutputSource::OnDemand { odfv, feature } => {
+                    let (per_row, times) = &computed[odfv];
+                    for (outcomes, time) in per_row.iter().zip(times) {
+                        let (value, status) = match &outcomes[feature] {
+                            Outcome::Value(v) => (v.clone(), FieldStatus::Present),
+                            Outcome::Missing => (Value::Null, FieldStatus::NotFound),
+                            Outcome::Null | Outcome::Failed(_) => {
+                                (Value::Null, FieldStatus::NullValue)
+                            }
+                        };
+                        column.values.push(value);
+                        column.statuses.push(status);
+                        column.event_times.push(*time);
+                    }
+                }
             }
             names.push(o.name);
             columns.push(column);
         }
-        Ok(OnlineResponse { names, columns })
+        Ok(OnlineResponse {
+            names,
+            columns,
+            transform_errors,
+        })
+    }
+
+    /// The value, status and event time of feature `feature` of planned view
+    /// `view` for entity row `row`.
+    fn cell(
+        &self,
+        results: &ReadResult,
+        event_times: &[Vec<Option<EventTime>>],
+        view: usize,
+        feature: usize,
+        row: usize,
+        now: EventTime,
+    ) -> (Value, FieldStatus, EventTime) {
+        let plan = &self.views[view];
+        let k = self.groups[plan.group].row_key[row];
+        let pos = plan.position_of(feature);
+        match results[k].get(pos).and_then(|b| b.as_deref()) {
+            None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
+            Some(bytes) => {
+                let time = event_times[view][k].unwrap_or(EventTime::EPOCH);
+                match codec::decode_value(bytes) {
+                    Err(_) => (Value::Null, FieldStatus::Invalid, time),
+                    Ok(_)
+                        if plan
+                            .served
+                            .view
+                            .ttl
+                            .is_some_and(|ttl| time.older_than(ttl, now)) =>
+                    {
+                        (Value::Null, FieldStatus::OutsideMaxAge, time)
+                    }
+                    Ok(Value::Null) => (Value::Null, FieldStatus::NullValue, time),
+                    Ok(v) => (v, FieldStatus::Present, time),
+                }
+            }
+        }
     }
 }
 
