@@ -37,7 +37,7 @@ use crate::model::{DataSource, EventTime, SourceTable, Value, ValueType};
 use crate::online::layout::KeyVersion;
 use crate::online::{OnlineStore, RedisStore, RowWrite, StoreError, ViewRow, WriteError};
 use crate::registry::store::{RegistryStore, SqlRegistryStore};
-use crate::registry::{RegistrySnapshot, ServedView};
+use crate::registry::{RegistrySnapshot, ServedOdfv, ServedView};
 
 /// `larder materialize START END`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -240,10 +240,15 @@ async fn drive(
             let (store, user) = stores.of(&view.namespace)?;
             let bar = multi.add(progress_bar(&target.name()));
             let began = Instant::now();
+            let derived: Vec<Arc<ServedOdfv>> = snapshot
+                .namespace(&view.namespace)
+                .map(|defs| defs.derived_from(&view.name).cloned().collect())
+                .unwrap_or_default();
             let counts = materialize_view(
                 &offline,
                 &target.source,
                 target.view.clone(),
+                &derived,
                 store,
                 user,
                 start,
@@ -324,6 +329,7 @@ pub async fn materialize_view(
     offline: &OfflineStore,
     source: &DataSource,
     view: Arc<ServedView>,
+    derived: &[Arc<ServedOdfv>],
     store: &OnlineStore,
     redis_user: Option<&str>,
     start: EventTime,
@@ -337,6 +343,7 @@ pub async fn materialize_view(
         offline: offline.clone(),
         source: source.clone(),
         view: view.clone(),
+        derived: derived.to_vec(),
         start,
         end,
         batch_rows,
@@ -354,6 +361,14 @@ pub async fn materialize_view(
         while let Some(batch) = rx.recv().await {
             let batch = batch?;
             let n = futures::stream::iter(batch.writes.chunks(WRITE_CHUNK))
+                .map(|chunk| store.write(chunk))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .try_fold(0usize, |sum, n| async move { Ok(sum + n) })
+                .await
+                .map_err(|e| store_error(e, &format!("writing to the online store{as_user}")))?;
+            // Views computed at write time from these rows: stored after
+            // them, newer-only like them.
+            futures::stream::iter(batch.derived.chunks(WRITE_CHUNK))
                 .map(|chunk| store.write(chunk))
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .try_fold(0usize, |sum, n| async move { Ok(sum + n) })
@@ -386,6 +401,8 @@ const WRITE_CONCURRENCY: usize = 4;
 
 struct Batch {
     writes: Vec<RowWrite>,
+    /// Rows of the views computed at write time from these rows.
+    derived: Vec<RowWrite>,
 }
 
 /// Reads the latest row per entity and sends them in typed, encoded
@@ -394,6 +411,7 @@ struct Reader {
     offline: OfflineStore,
     source: DataSource,
     view: Arc<ServedView>,
+    derived: Vec<Arc<ServedOdfv>>,
     start: EventTime,
     end: EventTime,
     batch_rows: usize,
@@ -433,8 +451,28 @@ impl Reader {
                 WriteError::Store(e) => store_error(e, "encoding rows"),
             },
         )?;
+        let mut derived = Vec::new();
+        for odfv in &self.derived {
+            let Some(stored) = &odfv.stored else { continue };
+            let (rows, errors) = odfv.derive_rows(rows);
+            if errors > 0 {
+                tracing::warn!(
+                    view = %odfv.odfv.name,
+                    errors,
+                    "on-demand expressions failed on some rows; those values are stored as null"
+                );
+            }
+            derived.extend(
+                crate::online::rows_to_writes(stored, &rows, self.key_version).map_err(|e| {
+                    OfflineError::Invalid(format!(
+                        "on-demand feature view {}/{}: {e}",
+                        odfv.odfv.namespace, odfv.odfv.name
+                    ))
+                })?,
+            );
+        }
         rows.clear();
-        Ok(self.tx.send(Ok(Batch { writes })).await.is_ok())
+        Ok(self.tx.send(Ok(Batch { writes, derived })).await.is_ok())
     }
 
     async fn read_postgres(

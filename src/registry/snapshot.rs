@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use crate::definitions::{DefinitionError, Located, Object, ObjectId};
 use crate::model::DataSource;
+use crate::model::Value;
 use crate::model::{
     DUMMY_JOIN_KEY, Entity, Feature, FeatureService, FeatureView, JoinKey, OnDemandFeatureView,
     ValueType, default_project_for,
 };
-use crate::online::layout;
-use crate::transform::{CompiledView, SourceView};
+use crate::online::{ViewRow, layout};
+use crate::transform::{Arg, CompiledView, InputSource, Outcome, SourceView};
 
 /// Everything the feature server knows about definitions, at one version.
 /// Built once, shared behind an `Arc`, never mutated: a new version is a new
@@ -59,6 +60,57 @@ pub struct ServedOdfv {
 impl ServedOdfv {
     pub fn feature_index(&self, feature: &str) -> Option<usize> {
         self.feature_index.get(feature).copied()
+    }
+
+    /// For a view computed at write time: its rows computed from rows of
+    /// its source view (same keys, same event time). Returns the rows and
+    /// how many values failed at run time (stored as null).
+    pub fn derive_rows(&self, rows: &[ViewRow]) -> (Vec<ViewRow>, usize) {
+        let mut errors = 0;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut outcomes = Vec::with_capacity(self.compiled.features.len());
+        for row in rows {
+            let args: Vec<Arg<'_>> = self
+                .compiled
+                .inputs
+                .iter()
+                .map(|input| match input.source {
+                    InputSource::View { feature, .. } => match row.values.get(feature) {
+                        Some(Value::Null) | None => Arg::Null,
+                        Some(v) => Arg::Present(v),
+                    },
+                    InputSource::Request { .. } => Arg::Missing,
+                })
+                .collect();
+            outcomes.clear();
+            self.compiled.evaluate(&args, &mut outcomes);
+            let values = outcomes
+                .drain(..)
+                .map(|o| match o {
+                    Outcome::Value(v) => v,
+                    Outcome::Failed(_) => {
+                        errors += 1;
+                        Value::Null
+                    }
+                    Outcome::Missing | Outcome::Null => Value::Null,
+                })
+                .collect();
+            out.push(ViewRow {
+                keys: row.keys.clone(),
+                event_time: row.event_time,
+                values,
+            });
+        }
+        (out, errors)
+    }
+}
+
+impl NamespaceDefs {
+    /// The views computed at write time from rows of feature view `view`.
+    pub fn derived_from<'a>(&'a self, view: &'a str) -> impl Iterator<Item = &'a Arc<ServedOdfv>> {
+        self.odfvs.values().filter(move |o| {
+            o.stored.is_some() && o.odfv.source_views.first().is_some_and(|s| s == view)
+        })
     }
 }
 

@@ -133,7 +133,7 @@ pub enum Builder {
 }
 
 impl Builder {
-    fn new(ty: ColType, capacity: usize) -> Self {
+    pub fn new(ty: ColType, capacity: usize) -> Self {
         match ty {
             ColType::Int32 => Builder::Int32(Int32Builder::with_capacity(capacity)),
             ColType::Int64 => Builder::Int64(Int64Builder::with_capacity(capacity)),
@@ -150,7 +150,7 @@ impl Builder {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Int32(b) => Arc::new(b.finish()),
             Builder::Int64(b) => Arc::new(b.finish()),

@@ -25,6 +25,7 @@ mod plan;
 mod postgres;
 mod sqlite;
 mod time;
+mod transform;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -159,6 +160,31 @@ pub fn plan(
 /// Builds the training set of a planned request into `sink`, as `store`'s
 /// database user. Returns the number of rows written.
 pub async fn execute<S: RowSink>(
+    store: &OfflineStore,
+    plan: &Plan,
+    entities: EntityInput,
+    sink: &mut S,
+) -> Result<u64, OfflineError> {
+    if plan.transforms.is_empty() {
+        return query(store, plan, entities, sink).await;
+    }
+    let mut sink = transform::TransformSink {
+        inner: sink,
+        plan,
+        errors: 0,
+    };
+    let rows = query(store, plan, entities, &mut sink).await?;
+    if sink.errors > 0 {
+        tracing::warn!(
+            errors = sink.errors,
+            "on-demand expressions failed on some training rows; those values are null"
+        );
+    }
+    Ok(rows)
+}
+
+/// Runs the point-in-time query of `plan` into `sink`.
+async fn query<S: RowSink>(
     store: &OfflineStore,
     plan: &Plan,
     entities: EntityInput,
