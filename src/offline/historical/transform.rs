@@ -96,6 +96,14 @@ impl<S: RowSink> TransformSink<'_, S> {
                     .map(|v| v.as_ref().map_or(Arg::Missing, Arg::Present))
                     .collect();
                 let mut outcomes = Vec::with_capacity(t.odfv.compiled.features.len());
+                // A view computed at write time has a stored row only where
+                // its source has one: with every input null the row is taken
+                // as having none (see docs/ON_DEMAND.md).
+                if t.odfv.stored.is_some() && values.iter().all(Option::is_none) {
+                    outcomes.resize(t.odfv.compiled.features.len(), Outcome::Missing);
+                    per_row.push(outcomes);
+                    continue;
+                }
                 t.odfv.compiled.evaluate(&args, &mut outcomes);
                 self.errors += outcomes
                     .iter()
@@ -158,6 +166,26 @@ impl<S: RowSink> RowSink for TransformSink<'_, S> {
 fn cell_value(array: &dyn Array, row: usize, target: ValueType) -> Result<Option<Value>, String> {
     if array.is_null(row) {
         return Ok(None);
+    }
+    // Entity files without types (CSV) give text: parse it.
+    if matches!(array.data_type(), DataType::Utf8)
+        && !matches!(target, ValueType::String | ValueType::Bytes)
+    {
+        let text = array.as_string::<i32>().value(row).trim();
+        let bad = |e: &dyn std::fmt::Display| format!("{text:?} is not {target}: {e}");
+        return Ok(Some(match target {
+            ValueType::Int32 => Value::Int32(text.parse().map_err(|e| bad(&e))?),
+            ValueType::Int64 => Value::Int64(text.parse().map_err(|e| bad(&e))?),
+            ValueType::UnixTimestamp => Value::UnixTimestamp(text.parse().map_err(|e| bad(&e))?),
+            ValueType::Float => Value::Float(text.parse().map_err(|e| bad(&e))?),
+            ValueType::Double => Value::Double(text.parse().map_err(|e| bad(&e))?),
+            ValueType::Bool => Value::Bool(text.parse().map_err(|e| bad(&e))?),
+            _ => {
+                return Err(format!(
+                    "{target} inputs are not supported in training sets yet"
+                ));
+            }
+        }));
     }
     let found = || format!("a {} column cannot hold {target}", array.data_type());
     let int = |row: usize| -> Option<i64> {
