@@ -71,6 +71,7 @@ fn request(rows: usize) -> OnlineRequest {
         full_feature_names: true,
         namespace: Some("bench".into()),
         untyped_integers: false,
+        request_data: Vec::new(),
     }
 }
 

@@ -453,9 +453,9 @@ fn children(e: &IdedExpr) -> Box<dyn Iterator<Item = &IdedExpr> + '_> {
             ]
             .into_iter(),
         ),
-        Expr::Map(m) => Box::new(m.entries.iter().filter_map(|en| match &en.expr {
-            cel::common::ast::EntryExpr::MapEntry(me) => Some(&me.value),
-            cel::common::ast::EntryExpr::StructField(sf) => Some(&sf.value),
+        Expr::Map(m) => Box::new(m.entries.iter().map(|en| match &en.expr {
+            cel::common::ast::EntryExpr::MapEntry(me) => &me.value,
+            cel::common::ast::EntryExpr::StructField(sf) => &sf.value,
         })),
         Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {
             Box::new(std::iter::empty())
