@@ -52,6 +52,16 @@ spec:
     - { name: payout, valueType: DOUBLE }
 ---
 apiVersion: features.kubeflow.org/v1
+kind: OnDemandFeatureView
+metadata: { name: driver_value_odfv, namespace: kubeflow-alice }
+spec:
+  sources: { featureViews: [driver_daily_stats, driver_payouts] }
+  features:
+    - name: payout_per_trip
+      valueType: DOUBLE
+      expression: driver_payouts.payout / double(driver_daily_stats.trips)
+---
+apiVersion: features.kubeflow.org/v1
 kind: Entity
 metadata: { name: driver, namespace: kubeflow-charlie }
 spec: { joinKeys: [{ name: driver_id, valueType: INT64 }] }
@@ -461,4 +471,92 @@ fn assert_no_token_logged(token: &str) {
     let tail = token.rsplit('.').next().unwrap_or(token);
     let probe = if tail.len() >= 16 { tail } else { token };
     assert!(!text.contains(probe), "a token appears in the logs");
+}
+
+/// An on-demand view reads its sources: reading it needs `get` on it and
+/// on each source view, so a transform never reveals a view the caller may
+/// not read.
+#[tokio::test]
+async fn on_demand_reads_need_get_on_the_view_and_its_sources() {
+    let story = Story::start().await;
+    story.share();
+    let alice = jwt::token("kubeflow-alice", "default-editor");
+    let bob = jwt::token("kubeflow-bob", "default-editor");
+    story
+        .write(
+            "kubeflow-alice",
+            "driver_daily_stats",
+            vec![(1001, vec![Value::Int64(8), Value::Double(4.8)])],
+        )
+        .await;
+    story
+        .write(
+            "kubeflow-alice",
+            "driver_payouts",
+            vec![(1001, vec![Value::Double(20.0)])],
+        )
+        .await;
+    let refs = ["kubeflow-alice/driver_value_odfv:payout_per_trip"];
+    // Alice's admin has granted Bob's Redis user read access to her keys:
+    // only RBAC stands between Bob and her views here.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("larder-kubeflow-bob")
+        .arg("%R~*kubeflow_alice")
+        .query(&mut story.redis.conn())
+        .unwrap();
+
+    let (status, body) = story.http(Some(&alice), &refs, &[1001]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(values(&body, 1), [serde_json::json!(2.5)]);
+
+    // Bob may read driver_daily_stats (the shared example), and is given
+    // the on-demand view: it still reads driver_payouts, which he may not.
+    let grant = |file: &str, resource: &str, name: &str| {
+        std::fs::write(
+            story.policy_dir.path().join(format!("{file}.yaml")),
+            format!(
+                r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: {file}, namespace: kubeflow-alice }}
+rules:
+  - {{ apiGroups: [features.kubeflow.org], resources: [{resource}], resourceNames: [{name}], verbs: [get] }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: {file}, namespace: kubeflow-alice }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: {file} }}
+subjects: [{{ kind: ServiceAccount, name: default-editor, namespace: kubeflow-bob }}]
+"#
+            ),
+        )
+        .unwrap();
+    };
+    let reload = || {
+        let policy = larder::auth::load_policy(&[story.policy_dir.path().to_path_buf()]).unwrap();
+        story.server.auth().replace_policy(policy).unwrap();
+    };
+    grant("share-odfv", "ondemandfeatureviews", "driver_value_odfv");
+    reload();
+    let e = story.grpc(Some(&bob), &refs).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("driver_payouts"), "{}", e.message());
+
+    // With driver_payouts shared too, he reads the on-demand feature.
+    grant("share-payouts", "featureviews", "driver_payouts");
+    reload();
+    let (status, body) = story.http(Some(&bob), &refs, &[1001]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(values(&body, 1), [serde_json::json!(2.5)]);
+
+    // Every source shared but not the on-demand view itself: refused.
+    std::fs::remove_file(story.policy_dir.path().join("share-odfv.yaml")).unwrap();
+    reload();
+    let (status, body) = story.http(Some(&bob), &refs, &[1001]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        message(&body).contains("ondemandfeatureviews \"driver_value_odfv\""),
+        "{body}"
+    );
 }

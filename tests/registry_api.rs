@@ -485,3 +485,85 @@ async fn registry_api_on_postgres() {
 async fn registry_api_on_mariadb() {
     suite("mysql").await;
 }
+
+const ZONES: &str = r#"
+apiVersion: features.kubeflow.org/v1
+kind: OnDemandFeatureView
+metadata: { name: driver_zones_odfv, namespace: kubeflow-alice }
+spec:
+  sources: { featureViews: [driver_daily_stats_fv] }
+  features:
+    - name: zone
+      valueType: INT64
+      expression: "driver_daily_stats_fv.profit > 10.0 ? 1 : 2"
+"#;
+
+/// The registry compiles and type-checks on-demand expressions when they
+/// are applied, and keeps their source views from being deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_views_are_checked_when_applied() {
+    let db = TestDb::new("sqlite").await;
+    let api = Api::start(&db).await;
+    let path = format!("{ALICE}/ondemandfeatureviews/driver_zones_odfv");
+    assert_eq!(
+        api.put_yaml(&format!("{ALICE}/entities/driver"), ENTITY)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        api.put_yaml(&format!("{ALICE}/featureviews/driver_daily_stats_fv"), VIEW)
+            .await
+            .0,
+        201
+    );
+    for (bad, want) in [
+        (
+            ZONES.replace("profit >", "proft >"),
+            "has no feature \"proft\"",
+        ),
+        (
+            ZONES.replace("? 1 : 2", "? 1 : 'two'"),
+            "both branches of ?:",
+        ),
+        (
+            ZONES.replace("valueType: INT64", "valueType: BOOL"),
+            "declared BOOL",
+        ),
+    ] {
+        let (s, body) = api.put_yaml(&path, &bad).await;
+        assert_eq!(s, 422, "{body}");
+        let message = body["message"].as_str().unwrap_or_default().to_owned() + &body.to_string();
+        assert!(
+            message.contains("OnDemandFeatureView kubeflow-alice/driver_zones_odfv")
+                && message.contains(want),
+            "{message} does not name the view and {want:?}"
+        );
+    }
+    // The mixed comparison int/double is fine; the arithmetic one names
+    // its position.
+    let (s, body) = api
+        .put_yaml(
+            &path,
+            &ZONES.replace("profit > 10.0 ? 1 : 2", "profit + 1 > 10.0 ? 1 : 2"),
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert!(body.to_string().contains("line 1, column 30"), "{body}");
+
+    let (s, body) = api.put_yaml(&path, ZONES).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = api.get(&format!("{ALICE}/ondemandfeatureviews")).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body["items"][0]["metadata"]["name"], "driver_zones_odfv",
+        "{body}"
+    );
+    // Its source cannot go while it reads it.
+    let (s, body) = api
+        .delete(&format!("{ALICE}/featureviews/driver_daily_stats_fv"))
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(body.to_string().contains("driver_zones_odfv"), "{body}");
+    assert_eq!(api.delete(&path).await.0, 200);
+}
