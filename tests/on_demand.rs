@@ -459,7 +459,7 @@ async fn training_and_serving_give_identical_on_demand_values() {
     for (i, name) in names[3..].iter().enumerate() {
         let array = batch.column_by_name(name).unwrap();
         let served = &response.results[i + 1];
-        for row in 0..DRIVERS.len() {
+        for (row, driver) in DRIVERS.iter().enumerate() {
             let trained: Option<Val> = if array.is_null(row) {
                 None
             } else {
@@ -485,8 +485,8 @@ async fn training_and_serving_give_identical_on_demand_values() {
             };
             assert_eq!(
                 value, trained,
-                "{name}, driver {}: served (status {}) vs trained",
-                DRIVERS[row], served.statuses[row]
+                "{name}, driver {driver}: served (status {}) vs trained",
+                served.statuses[row]
             );
         }
     }
