@@ -635,6 +635,21 @@ spec:
   features:
     - driver_daily_stats_fv:profit
     - driver_daily_stats_fv:acc_rate
+---
+apiVersion: features.kubeflow.org/v1
+kind: OnDemandFeatureView
+metadata: { name: driver_pay_odfv, namespace: kubeflow-alice }
+spec:
+  sources:
+    featureViews: [driver_daily_stats_fv]
+    requestFields: [{ name: bonus, valueType: DOUBLE }]
+  features:
+    - name: profit_per_trip
+      valueType: DOUBLE
+      expression: driver_daily_stats_fv.profit / double(driver_daily_stats_fv.trips)
+    - name: profit_with_bonus
+      valueType: DOUBLE
+      expression: driver_daily_stats_fv.profit + bonus
 "#;
 
 async fn quickstart(redis: Option<String>, dir: PathBuf, listen: SocketAddr) -> Result<()> {
@@ -704,6 +719,9 @@ Try (gRPC, feast.serving.ServingService, via reflection):
 
 Or a feature service:
   curl -s http://{addr}/get-online-features -d '{{"feature_service": "driver_activity", "entities": {{"driver_id": [1001]}}}}'
+
+On-demand features, computed per request from stored ones and request data:
+  curl -s http://{addr}/get-online-features -d '{{"features": ["driver_pay_odfv:profit_per_trip", "driver_pay_odfv:profit_with_bonus"], "entities": {{"driver_id": [1001, 1002]}}, "request_context": {{"bonus": [5.0, 2.5]}}}}'
 
 Ctrl-C stops the server.
 "#,
