@@ -203,8 +203,14 @@ fn quickstart_serves_its_demo() {
         r#"{"features": ["driver_pay_odfv:profit_per_trip", "driver_pay_odfv:profit_with_bonus"],
             "entities": {"driver_id": [1001]}, "request_context": {"bonus": [2.1]}}"#,
     );
-    assert_eq!(body["results"][1]["values"], serde_json::json!([97.9 / 12.0]));
-    assert_eq!(body["results"][2]["values"], serde_json::json!([97.9 + 2.1]));
+    assert_eq!(
+        body["results"][1]["values"],
+        serde_json::json!([97.9 / 12.0])
+    );
+    assert_eq!(
+        body["results"][2]["values"],
+        serde_json::json!([97.9 + 2.1])
+    );
     assert!(terminate(&mut child).success());
     let mut printed = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut printed).unwrap();

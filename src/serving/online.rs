@@ -617,14 +617,23 @@ impl Plan<'_> {
             let mut per_row = Vec::with_capacity(self.rows);
             let mut times = Vec::with_capacity(self.rows);
             let mut cells: Vec<(Value, FieldStatus)> = Vec::with_capacity(p.inputs.len());
+            // Where each stored input sits in its view's field list.
+            let positions: Vec<usize> = p
+                .inputs
+                .iter()
+                .map(|i| match *i {
+                    PlannedInput::Stored { view, feature } => self.views[view].position_of(feature),
+                    PlannedInput::Request(_) => 0,
+                })
+                .collect();
             for row in 0..self.rows {
                 cells.clear();
                 let mut newest = EventTime::EPOCH;
-                for input in &p.inputs {
+                for (input, &pos) in p.inputs.iter().zip(&positions) {
                     cells.push(match *input {
-                        PlannedInput::Stored { view, feature } => {
+                        PlannedInput::Stored { view, .. } => {
                             let (value, status, time) =
-                                self.cell(results, &event_times, view, feature, row, now);
+                                self.cell(results, &event_times, view, pos, row, now);
                             if status == FieldStatus::Present {
                                 newest = newest.max(time);
                             }
@@ -669,9 +678,10 @@ impl Plan<'_> {
             };
             match o.source {
                 OutputSource::Stored { view, feature } => {
+                    let pos = self.views[view].position_of(feature);
                     for row in 0..self.rows {
                         let (value, status, time) =
-                            self.cell(results, &event_times, view, feature, row, now);
+                            self.cell(results, &event_times, view, pos, row, now);
                         column.values.push(value);
                         column.statuses.push(status);
                         column.event_times.push(time);
@@ -703,20 +713,19 @@ impl Plan<'_> {
         })
     }
 
-    /// The value, status and event time of feature `feature` of planned view
-    /// `view` for entity row `row`.
+    /// The value, status and event time of the field at `pos` of planned
+    /// view `view`'s group for entity row `row`.
     fn cell(
         &self,
         results: &ReadResult,
         event_times: &[Vec<Option<EventTime>>],
         view: usize,
-        feature: usize,
+        pos: usize,
         row: usize,
         now: EventTime,
     ) -> (Value, FieldStatus, EventTime) {
         let plan = &self.views[view];
         let k = self.groups[plan.group].row_key[row];
-        let pos = plan.position_of(feature);
         match results[k].get(pos).and_then(|b| b.as_deref()) {
             None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
             Some(bytes) => {
