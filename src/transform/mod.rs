@@ -313,10 +313,20 @@ impl CompiledView {
 }
 
 /// 1-based line and column (in characters) of byte `offset` of `text`.
+/// An offset inside a character counts as that character.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let (mut line, mut column) = (1, 1);
+    for (at, c) in text.char_indices() {
+        if at >= offset {
+            break;
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
     (line, column)
 }
 

@@ -429,3 +429,19 @@ fn names_that_cel_cannot_read_are_refused() {
         "spec.sources.requestFields[0].name"
     );
 }
+
+#[test]
+fn positions_count_characters_after_non_ascii_text() {
+    let e = refused(ValueType::Int64, "size('héllo wörld') + 'x'");
+    assert!(
+        e.message.starts_with("line 1, column 21: +"),
+        "{}",
+        e.message
+    );
+    let e = refused(ValueType::Int64, "'ü' + 1");
+    assert!(
+        e.message.starts_with("line 1, column 5: +"),
+        "{}",
+        e.message
+    );
+}
