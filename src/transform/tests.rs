@@ -445,3 +445,23 @@ fn positions_count_characters_after_non_ascii_text() {
         e.message
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Whatever text a manifest holds, compiling it answers, and whatever
+    /// compiles evaluates without panicking on the sample row.
+    #[test]
+    fn arbitrary_expressions_never_panic(
+        text in "[ -~éü\\n]{0,60}|[v.i64sf32+*/%()<>=!?:&|\\[\\] 0-9'-]{0,40}"
+    ) {
+        let def = odfv(&[("out", ValueType::Int64, &text)]);
+        if let Ok(compiled) = compile(&def) {
+            let values: Vec<Value> = compiled.inputs.iter().map(|i| sample(&i.name)).collect();
+            let args: Vec<Arg<'_>> = values.iter().map(Arg::Present).collect();
+            let mut out = Vec::new();
+            compiled.evaluate(&args, &mut out);
+            proptest::prop_assert_eq!(out.len(), 1);
+        }
+    }
+}
