@@ -18,6 +18,8 @@
 //! - [`config`]: defaults, YAML file, `LARDER__*` environment.
 //! - [`telemetry`]: Prometheus metrics, tracing set-up.
 //! - [`auth`]: Kubernetes RBAC evaluated in-process.
+//! - [`ingest`]: stream ingestion (`larder ingest`, a Kafka consumer group)
+//!   and the push API's domain side; one write path for both.
 //! - [`cli`]: the `larder` command and `larder quickstart`.
 
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod definitions;
+pub mod ingest;
 pub mod model;
 pub mod offline;
 pub mod online;

@@ -9,6 +9,7 @@ pub use definitions::{
     DUMMY_JOIN_KEY, DataSource, Entity, Feature, FeatureService, FeatureView, JoinKey, SourceTable,
     check_dns1123_label, check_object_name, default_project_for,
 };
+pub use definitions::{KafkaSource, MessageFormat, StreamKind, StreamSource};
 pub use feature_ref::{FeatureRef, MalformedRef, RefParts};
 pub use value::{EventTime, TypeMismatch, Value, ValueType};
 

@@ -9,7 +9,7 @@ pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::definitions::{DefinitionError, Located, Object, ObjectId};
-use crate::model::DataSource;
+use crate::model::{DataSource, StreamSource};
 use crate::model::{
     DUMMY_JOIN_KEY, Entity, FeatureService, FeatureView, JoinKey, ValueType, default_project_for,
 };
@@ -32,6 +32,8 @@ pub struct NamespaceDefs {
     pub project: String,
     pub entities: BTreeMap<String, Entity>,
     pub sources: BTreeMap<String, DataSource>,
+    /// Push and Kafka sources, by name.
+    pub stream_sources: BTreeMap<String, StreamSource>,
     pub views: FastMap<String, Arc<ServedView>>,
     pub services: FastMap<String, Arc<FeatureService>>,
 }
@@ -113,6 +115,7 @@ impl RegistrySnapshot {
         let mut namespaces: FastMap<String, NamespaceDefs> = FastMap::default();
         let mut views: Vec<(ObjectId, FeatureView)> = Vec::new();
         let mut services: Vec<(ObjectId, FeatureService)> = Vec::new();
+        let mut stream_sources: Vec<(ObjectId, StreamSource)> = Vec::new();
         let mut seen: HashMap<(String, String, String), ObjectId> = HashMap::new();
 
         for Located { id, object } in objects {
@@ -135,6 +138,7 @@ impl RegistrySnapshot {
                         .unwrap_or_else(|| default_project_for(&id.namespace)),
                     entities: BTreeMap::new(),
                     sources: BTreeMap::new(),
+                    stream_sources: BTreeMap::new(),
                     views: FastMap::default(),
                     services: FastMap::default(),
                 });
@@ -145,9 +149,27 @@ impl RegistrySnapshot {
                 Object::DataSource(s) => {
                     ns.sources.insert(s.name.clone(), s);
                 }
+                Object::StreamSource(s) => stream_sources.push((id, s)),
                 Object::FeatureView(v) => views.push((id, v)),
                 Object::FeatureService(s) => services.push((id, s)),
             }
+        }
+
+        for (id, stream) in stream_sources {
+            let ns = namespaces
+                .get_mut(&id.namespace)
+                .expect("namespace inserted above");
+            if !ns.sources.contains_key(&stream.batch_source) {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.batchSource",
+                    format!(
+                        "no batch data source {:?} (type postgres or sqlite) in namespace {}",
+                        stream.batch_source, id.namespace
+                    ),
+                ));
+            }
+            ns.stream_sources.insert(stream.name.clone(), stream);
         }
 
         for (id, mut view) in views {
@@ -176,6 +198,33 @@ impl RegistrySnapshot {
             }
             join_keys.sort_by(|a, b| a.name.cmp(&b.name));
             view.join_keys = join_keys;
+            if let Some(name) = &view.stream_source {
+                let stream = ns.stream_sources.get(name).ok_or_else(|| {
+                    DefinitionError::new(
+                        &id,
+                        "spec.streamSource",
+                        format!("no push or kafka source {name:?} in namespace {}", id.namespace),
+                    )
+                })?;
+                // The view's history is the stream's batch source: rows
+                // logged there are what training reads and materialization
+                // copies.
+                match &view.source {
+                    None => view.source = Some(stream.batch_source.clone()),
+                    Some(source) if *source == stream.batch_source => {}
+                    Some(source) => {
+                        return Err(DefinitionError::new(
+                            &id,
+                            "spec.source",
+                            format!(
+                                "{source:?} differs from the batch source {:?} of stream source {name:?}; \
+                                 omit spec.source or make them the same",
+                                stream.batch_source
+                            ),
+                        ));
+                    }
+                }
+            }
             if let Some(source) = &view.source
                 && !ns.sources.contains_key(source)
             {

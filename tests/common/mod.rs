@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod kafka;
 pub mod jwt;
 
 use std::net::{SocketAddr, TcpListener};
