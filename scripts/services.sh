@@ -287,11 +287,14 @@ ensure_kafka() {
     dir=${LARDER_TANSU_DIR:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/tansu"}
     mkdir -p "$dir"
     # tansu resolves sqlite://FILE against its working directory.
-    (cd "$dir" && nohup tansu broker \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "sqlite://tansu.db" \
-        --silent >broker.log 2>&1 &)
+    (
+        cd "$dir"
+        nohup tansu broker \
+            --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --storage-engine "sqlite://tansu.db" \
+            --silent >broker.log 2>&1 </dev/null &
+    )
     wait_for "kafka (tansu) on 127.0.0.1:$KAFKA_PORT (log: $dir/broker.log)" kafka_answers
     say "kafka" "${installed}started tansu on 127.0.0.1:$KAFKA_PORT (storage: $dir/tansu.db)"
 }

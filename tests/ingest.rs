@@ -43,6 +43,7 @@ spec:
   topic: {topic}
   timestampField: event_timestamp
   deadLetterTopic: {dlq}
+  consumerGroup: {topic}-group
   batchSource: driver_locations
 ---
 apiVersion: features.kubeflow.org/v1
@@ -71,7 +72,7 @@ const TABLE: &str = "CREATE TABLE driver_locations (
 struct World {
     dir: tempfile::TempDir,
     pg: TestDb,
-    redis: RedisServer,
+    _redis: RedisServer,
     topic: TestTopic,
     config: PathBuf,
     metrics_port: u16,
@@ -93,7 +94,8 @@ impl World {
                 "serve: {{ definitions: {defs} }}\n\
                  online_store: {{ type: redis, redis: {{ url: {redis} }} }}\n\
                  offline_store: {{ postgres: {{ database: {db} }} }}\n\
-                 ingest: {{ listen: 127.0.0.1:{metrics_port}, batch_messages: {batch_messages}, batch_linger: 50ms }}\n",
+                 ingest: {{ listen: 127.0.0.1:{metrics_port}, batch_messages: {batch_messages}, batch_linger: 50ms,\n\
+                   kafka: {{ session.timeout.ms: \"6000\", heartbeat.interval.ms: \"1000\" }} }}\n",
                 defs = defs.display(),
                 redis = redis.url(),
                 db = pg.url.rsplit_once('/').unwrap().1,
@@ -103,7 +105,7 @@ impl World {
         let world = World {
             dir,
             pg,
-            redis,
+            _redis: redis,
             topic,
             config,
             metrics_port,
