@@ -39,8 +39,9 @@ KEEP=${KEEP:-0}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 DB=larder_ingest_bench_$$
 NS=bench
-LARDER=$ROOT/target/release/larder
-LOAD=$ROOT/target/release/larder-load
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+LARDER=$TARGET/release/larder
+LOAD=$TARGET/release/larder-load
 
 for tool in psql redis-server redis-cli python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
