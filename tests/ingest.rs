@@ -200,7 +200,13 @@ impl World {
             .unwrap();
         let (lat, lon) = (&response.columns[1], &response.columns[2]);
         (0..drivers.len())
-            .map(|i| (lat.values[i].clone(), lon.values[i].clone(), lat.event_times[i]))
+            .map(|i| {
+                (
+                    lat.values[i].clone(),
+                    lon.values[i].clone(),
+                    lat.event_times[i],
+                )
+            })
             .collect()
     }
 
@@ -284,7 +290,12 @@ impl Ingest {
     }
 
     async fn metrics(&self) -> String {
-        reqwest::get(&self.metrics).await.unwrap().text().await.unwrap()
+        reqwest::get(&self.metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// SIGKILL: no draining, no commit.
@@ -305,7 +316,10 @@ impl Ingest {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
-                return (status, std::fs::read_to_string(&self.out).unwrap_or_default());
+                return (
+                    status,
+                    std::fs::read_to_string(&self.out).unwrap_or_default(),
+                );
             }
             assert!(Instant::now() < deadline, "larder ingest ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
@@ -437,7 +451,11 @@ async fn a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates() {
             break count;
         }
         ingest.assert_running();
-        assert!(Instant::now() < deadline, "nothing ingested; log:\n{}", ingest.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing ingested; log:\n{}",
+            ingest.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     ingest.kill_9();
@@ -450,15 +468,21 @@ async fn a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates() {
     // (session.timeout.ms, 6 s here). tansu 0.6 gives a member that joins
     // before then no partitions and does not rebalance when the dead one
     // is dropped, so restart after the timeout, as a restarted pod would.
-    tokio::time::sleep((killed_at + Duration::from_secs(8)).saturating_duration_since(Instant::now()))
-        .await;
+    tokio::time::sleep(
+        (killed_at + Duration::from_secs(8)).saturating_duration_since(Instant::now()),
+    )
+    .await;
 
     let mut again = world.start_ingest(2);
     world
         .wait_offline(2000, Duration::from_secs(90), &mut again)
         .await;
     let (rows, distinct) = world.offline_count().await;
-    assert_eq!((rows, distinct), (2000, 2000), "every message offline exactly once");
+    assert_eq!(
+        (rows, distinct),
+        (2000, 2000),
+        "every message offline exactly once"
+    );
     assert_online_is_latest_offline(&world).await;
     let (status, _) = again.terminate();
     assert!(status.success(), "{}", again.log());
@@ -470,7 +494,9 @@ async fn late_events_never_overwrite_and_malformed_messages_are_skipped() {
     let world = World::new("late", 1, 1000).await;
     let mut ingest = world.start_ingest(1);
     let msg = |driver: i64, lat: f64, ts: &str| {
-        format!(r#"{{"driver_id": {driver}, "lat": {lat}, "lon": 23.7, "event_timestamp": "{ts}"}}"#)
+        format!(
+            r#"{{"driver_id": {driver}, "lat": {lat}, "lon": 23.7, "event_timestamp": "{ts}"}}"#
+        )
     };
     let payloads = vec![
         msg(1, 1.0, "2024-05-01T12:00:10Z"),
@@ -489,20 +515,28 @@ async fn late_events_never_overwrite_and_malformed_messages_are_skipped() {
     let online = world.online(&[1, 2]).await;
     assert_eq!(online[0].0, Value::Double(1.0), "the newer value stays");
     assert_eq!(online[0].2.seconds, 1_714_564_810);
-    assert_eq!(online[1].0, Value::Double(3.0), "read past the malformed ones");
+    assert_eq!(
+        online[1].0,
+        Value::Double(3.0),
+        "read past the malformed ones"
+    );
 
     // A late event is still logged offline: training data is complete.
     let mut c = world.connect().await;
-    let lats: Vec<(f64,)> =
-        sqlx::query_as("SELECT lat FROM driver_locations WHERE driver_id = 1 ORDER BY event_timestamp")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
+    let lats: Vec<(f64,)> = sqlx::query_as(
+        "SELECT lat FROM driver_locations WHERE driver_id = 1 ORDER BY event_timestamp",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
     assert_eq!(lats, vec![(2.0,), (1.0,)]);
 
     let metrics = ingest.metrics().await;
     assert_eq!(
-        metric(&metrics, "larder_ingest_messages_total{result=\"malformed\"}"),
+        metric(
+            &metrics,
+            "larder_ingest_messages_total{result=\"malformed\"}"
+        ),
         3.0,
         "{metrics}"
     );
@@ -517,7 +551,10 @@ async fn late_events_never_overwrite_and_malformed_messages_are_skipped() {
         "{log}"
     );
     assert!(log.contains("offset=3") && log.contains("\"lat\""), "{log}");
-    assert!(log.contains("offset=4") && log.contains("\"driver_id\" is missing"), "{log}");
+    assert!(
+        log.contains("offset=4") && log.contains("\"driver_id\" is missing"),
+        "{log}"
+    );
 
     // The malformed messages went to the dead-letter topic, with where
     // they came from and why.
@@ -527,7 +564,12 @@ async fn late_events_never_overwrite_and_malformed_messages_are_skipped() {
     assert_eq!(dead[0].1["larder-offset"], "2");
     assert_eq!(dead[0].1["larder-partition"], "0");
     assert_eq!(dead[0].1["larder-topic"], world.topic.name.as_str());
-    assert!(dead[1].1["larder-error"].as_str().unwrap().contains("\"lat\""));
+    assert!(
+        dead[1].1["larder-error"]
+            .as_str()
+            .unwrap()
+            .contains("\"lat\"")
+    );
     assert_eq!(dead[2].1["larder-offset"], "4");
 
     let (status, out) = ingest.terminate();

@@ -204,7 +204,10 @@ async fn push_online_offline_and_both_over_http() {
 
     // Online only: served, nothing logged.
     let (status, reply) = w
-        .push(Some(&token), body("online", &[1, 2], &[1.0, 2.0], &[T1, T1]))
+        .push(
+            Some(&token),
+            body("online", &[1, 2], &[1.0, 2.0], &[T1, T1]),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["rows"], 2);
@@ -229,7 +232,10 @@ async fn push_online_offline_and_both_over_http() {
 
     // Both; the default target is online (Feast's).
     let (status, reply) = w
-        .push(Some(&token), body("online_and_offline", &[1, 2], &[7.0, 8.0], &[T2, T2]))
+        .push(
+            Some(&token),
+            body("online_and_offline", &[1, 2], &[7.0, 8.0], &[T2, T2]),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["views"][0]["online_rows"], 2);
@@ -247,7 +253,10 @@ async fn push_online_offline_and_both_over_http() {
 
     // A late row (older than what is online) is logged but not served.
     let (status, reply) = w
-        .push(Some(&token), body("online_and_offline", &[1], &[0.5], &[T1]))
+        .push(
+            Some(&token),
+            body("online_and_offline", &[1], &[0.5], &[T1]),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["views"][0]["online_rows"], 0);
@@ -269,7 +278,10 @@ async fn push_needs_update_on_the_views_and_a_valid_token() {
     let w = World::new().await;
     // Bob may not update Charlie's view: 403 naming it, nothing written.
     let (status, reply) = w
-        .push(Some(&bob()), body("online_and_offline", &[1], &[1.0], &[T1]))
+        .push(
+            Some(&bob()),
+            body("online_and_offline", &[1], &[1.0], &[T1]),
+        )
         .await;
     assert_eq!(status, 403, "{reply}");
     let message = reply["error"]["message"].as_str().unwrap();
@@ -278,9 +290,7 @@ async fn push_needs_update_on_the_views_and_a_valid_token() {
     assert!(w.offline().await.is_empty());
 
     // No token, a bad token: 401.
-    let (status, _) = w
-        .push(None, body("online", &[1], &[1.0], &[T1]))
-        .await;
+    let (status, _) = w.push(None, body("online", &[1], &[1.0], &[T1])).await;
     assert_eq!(status, 401);
     for (what, token) in jwt::bad_tokens() {
         let (status, _) = w
@@ -384,8 +394,18 @@ async fn push_over_grpc() {
                         }],
                     },
                 ),
-                ("lat".to_owned(), pbt::RepeatedValue { val: vec![double(4.5)] }),
-                ("lon".to_owned(), pbt::RepeatedValue { val: vec![double(23.7)] }),
+                (
+                    "lat".to_owned(),
+                    pbt::RepeatedValue {
+                        val: vec![double(4.5)],
+                    },
+                ),
+                (
+                    "lon".to_owned(),
+                    pbt::RepeatedValue {
+                        val: vec![double(23.7)],
+                    },
+                ),
                 (
                     "event_timestamp".to_owned(),
                     pbt::RepeatedValue {
@@ -416,7 +436,10 @@ async fn push_over_grpc() {
         .into_inner();
     assert_eq!(reply.rows, 1);
     assert_eq!(reply.views[0].feature_view, "driver_locations_fv");
-    assert_eq!((reply.views[0].online_rows, reply.views[0].offline_rows), (1, 1));
+    assert_eq!(
+        (reply.views[0].online_rows, reply.views[0].offline_rows),
+        (1, 1)
+    );
     assert_eq!(w.online(&[1]).await, vec![(Value::Double(4.5), T1_S)]);
     assert_eq!(w.offline().await, vec![(1, 4.5, T1_S)]);
 
@@ -426,6 +449,9 @@ async fn push_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((reply.views[0].online_rows, reply.views[0].offline_rows), (0, 0));
+    assert_eq!(
+        (reply.views[0].online_rows, reply.views[0].offline_rows),
+        (0, 0)
+    );
     assert_eq!(w.offline().await.len(), 1);
 }

@@ -179,7 +179,9 @@ fn check_topic(id: &ObjectId, field: &str, topic: &str) -> Result<(), Definition
         return Err(DefinitionError::new(
             id,
             field,
-            format!("{topic:?} is not a Kafka topic name (1 to 249 letters, digits, '.', '_', '-')"),
+            format!(
+                "{topic:?} is not a Kafka topic name (1 to 249 letters, digits, '.', '_', '-')"
+            ),
         ));
     }
     Ok(())
@@ -502,7 +504,12 @@ fn parse_manifest(
                 labels,
             })
         }
-        "DataSource" if matches!(spec.get("type").and_then(|t| t.as_str()), Some("push" | "kafka")) => {
+        "DataSource"
+            if matches!(
+                spec.get("type").and_then(|t| t.as_str()),
+                Some("push" | "kafka")
+            ) =>
+        {
             let spec: StreamSourceSpec = from_spec(&id, spec)?;
             Object::StreamSource(parse_stream_source(&id, name, namespace, labels, spec)?)
         }
@@ -528,7 +535,9 @@ fn parse_manifest(
                     return Err(DefinitionError::new(
                         &id,
                         "spec.type",
-                        format!("unknown source type {other:?} (known: postgres, sqlite, push, kafka)"),
+                        format!(
+                            "unknown source type {other:?} (known: postgres, sqlite, push, kafka)"
+                        ),
                     ));
                 }
             };

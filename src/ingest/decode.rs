@@ -191,8 +191,9 @@ impl MessageDecoder {
     /// the message malformed; the error names the field. Fields nobody
     /// reads are ignored.
     pub fn decode(&self, payload: &[u8]) -> Result<Vec<ViewRow>, Malformed> {
-        let message: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload)
-            .map_err(|e| Malformed(format!("not a JSON object: {e}")))?;
+        let message: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(payload)
+                .map_err(|e| Malformed(format!("not a JSON object: {e}")))?;
         let field = |name: &str| {
             message
                 .get(name)
@@ -338,13 +339,34 @@ spec:
         let cases = [
             (&b"not json"[..], "not a JSON object"),
             (br#"[1, 2]"#, "not a JSON object"),
-            (br#"{"latitude": 1.0, "lon": 2.0, "zone": 1, "ts": 1}"#, "\"driver_id\" is missing"),
-            (br#"{"driver_id": null, "latitude": 1.0, "lon": 2.0, "zone": 1, "ts": 1}"#, "join key driver_id) is null"),
-            (br#"{"driver_id": "x", "latitude": 1.0, "lon": 2.0, "zone": 1, "ts": 1}"#, "\"driver_id\""),
-            (br#"{"driver_id": 1, "latitude": "north", "lon": 2.0, "zone": 1, "ts": 1}"#, "\"latitude\" (feature driver_locations_fv:lat)"),
-            (br#"{"driver_id": 1, "latitude": 1.0, "lon": 2.0, "zone": 5000000000, "ts": 1}"#, "\"zone\""),
-            (br#"{"driver_id": 1, "latitude": 1.0, "lon": 2.0, "zone": 1, "ts": "yesterday"}"#, "field \"ts\""),
-            (br#"{"driver_id": 1, "latitude": 1.0, "lon": 2.0, "zone": 1}"#, "\"ts\" is missing"),
+            (
+                br#"{"latitude": 1.0, "lon": 2.0, "zone": 1, "ts": 1}"#,
+                "\"driver_id\" is missing",
+            ),
+            (
+                br#"{"driver_id": null, "latitude": 1.0, "lon": 2.0, "zone": 1, "ts": 1}"#,
+                "join key driver_id) is null",
+            ),
+            (
+                br#"{"driver_id": "x", "latitude": 1.0, "lon": 2.0, "zone": 1, "ts": 1}"#,
+                "\"driver_id\"",
+            ),
+            (
+                br#"{"driver_id": 1, "latitude": "north", "lon": 2.0, "zone": 1, "ts": 1}"#,
+                "\"latitude\" (feature driver_locations_fv:lat)",
+            ),
+            (
+                br#"{"driver_id": 1, "latitude": 1.0, "lon": 2.0, "zone": 5000000000, "ts": 1}"#,
+                "\"zone\"",
+            ),
+            (
+                br#"{"driver_id": 1, "latitude": 1.0, "lon": 2.0, "zone": 1, "ts": "yesterday"}"#,
+                "field \"ts\"",
+            ),
+            (
+                br#"{"driver_id": 1, "latitude": 1.0, "lon": 2.0, "zone": 1}"#,
+                "\"ts\" is missing",
+            ),
         ];
         for (payload, expected) in cases {
             let err = d.decode(payload).unwrap_err();

@@ -203,7 +203,9 @@ pub async fn consume(
     let consumer = Arc::new(consumer(&plan, &settings)?);
     consumer
         .subscribe(&[plan.kafka.topic.as_str()])
-        .map_err(|e| IngestError::Unavailable(format!("subscribing to {}: {e}", plan.kafka.topic)))?;
+        .map_err(|e| {
+            IngestError::Unavailable(format!("subscribing to {}: {e}", plan.kafka.topic))
+        })?;
     let dead_letters = match &plan.kafka.dead_letter_topic {
         Some(_) => Some(producer(&plan, &settings)?),
         None => None,
@@ -240,11 +242,7 @@ pub async fn consume(
             Ok::<Summary, IngestError>(summary)
         })
     };
-    let watcher = tokio::spawn(watch_lag(
-        plan.clone(),
-        consumer.clone(),
-        metrics.clone(),
-    ));
+    let watcher = tokio::spawn(watch_lag(plan.clone(), consumer.clone(), metrics.clone()));
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut batch = Batch::new(plan.views.len());
@@ -335,7 +333,9 @@ pub async fn consume(
     drop(batches);
     let result = match tokio::time::timeout(settings.drain_timeout, writer).await {
         Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(IngestError::Failed(format!("the writer task failed: {join}"))),
+        Ok(Err(join)) => Err(IngestError::Failed(format!(
+            "the writer task failed: {join}"
+        ))),
         Err(_) => Err(IngestError::Unavailable(format!(
             "the batch in hand was not written within {:?}; it will be read again at the next start",
             settings.drain_timeout
@@ -380,7 +380,10 @@ fn producer(plan: &Plan, settings: &IngestSettings) -> Result<FutureProducer, In
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &plan.kafka.bootstrap_servers)
-        .set("client.id", format!("larder-dead-letters-{}", plan.source_name))
+        .set(
+            "client.id",
+            format!("larder-dead-letters-{}", plan.source_name),
+        )
         .set("message.timeout.ms", "10000");
     for (k, v) in &settings.kafka_properties {
         // Consumer-only properties would make the producer refuse to start.
@@ -451,7 +454,9 @@ async fn write_and_commit(
                         .get_or_create(&StoreLabels { store: "offline" })
                         .inc_by(w.offline);
                     for row in rows {
-                        metrics.freshness.observe(seconds_between(row.event_time, now));
+                        metrics
+                            .freshness
+                            .observe(seconds_between(row.event_time, now));
                     }
                 }
                 break;
@@ -482,10 +487,8 @@ async fn write_and_commit(
             .map_err(|e| IngestError::Failed(format!("building the commit: {e}")))?;
     }
     let committer = consumer.clone();
-    let committed = tokio::task::spawn_blocking(move || {
-        committer.commit(&offsets, CommitMode::Sync)
-    })
-    .await;
+    let committed =
+        tokio::task::spawn_blocking(move || committer.commit(&offsets, CommitMode::Sync)).await;
     match committed {
         Ok(Ok(())) => {}
         // The batch is stored; a failed commit only means it is read (and
@@ -603,7 +606,12 @@ async fn watch_lag(plan: Arc<Plan>, consumer: Arc<StreamConsumer>, metrics: Arc<
         }
         let messages: u64 = ["ok", "malformed"]
             .iter()
-            .map(|r| metrics.messages.get_or_create(&ResultLabels { result: r }).get())
+            .map(|r| {
+                metrics
+                    .messages
+                    .get_or_create(&ResultLabels { result: r })
+                    .get()
+            })
             .sum();
         let elapsed = last.0.elapsed().as_secs_f64();
         let rate = (messages - last.1) as f64 / elapsed.max(0.001);

@@ -157,7 +157,8 @@ pub fn plan<'s>(
             .collect::<Result<_, _>>()?;
         let mut view_rows = Vec::with_capacity(rows);
         for row in 0..rows {
-            let at = |name: &str, e: String| invalid(format!("df: column {name:?}, row {row}: {e}"));
+            let at =
+                |name: &str, e: String| invalid(format!("df: column {name:?}, row {row}: {e}"));
             let event_time = event_time(&times[row]).map_err(|e| at(ts_name, e))?;
             let mut key_values = Vec::with_capacity(keys.len());
             for (name, ty, values) in &keys {

@@ -9,10 +9,10 @@ pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::definitions::{DefinitionError, Located, Object, ObjectId};
-use crate::model::{DataSource, StreamSource};
 use crate::model::{
     DUMMY_JOIN_KEY, Entity, FeatureService, FeatureView, JoinKey, ValueType, default_project_for,
 };
+use crate::model::{DataSource, StreamSource};
 use crate::online::layout;
 
 /// Everything the feature server knows about definitions, at one version.
@@ -203,7 +203,10 @@ impl RegistrySnapshot {
                     DefinitionError::new(
                         &id,
                         "spec.streamSource",
-                        format!("no push or kafka source {name:?} in namespace {}", id.namespace),
+                        format!(
+                            "no push or kafka source {name:?} in namespace {}",
+                            id.namespace
+                        ),
                     )
                 })?;
                 // The view's history is the stream's batch source: rows

@@ -141,7 +141,13 @@ impl FeatureServer {
             if !self.auth.is_disabled() {
                 for view in &views {
                     self.auth
-                        .authorize(caller, "update", "featureviews", &namespace, &view.view.name)
+                        .authorize(
+                            caller,
+                            "update",
+                            "featureviews",
+                            &namespace,
+                            &view.view.name,
+                        )
                         .await?;
                 }
             }

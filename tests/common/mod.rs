@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 pub mod db;
-pub mod kafka;
 pub mod jwt;
+pub mod kafka;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
