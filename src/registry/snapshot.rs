@@ -355,6 +355,96 @@ spec: { features: ["driver_rider_fv:nope"] }
         assert!(err.message.contains("nope"));
     }
 
+    const STREAM: &str = r#"
+---
+apiVersion: features.kubeflow.org/v1
+kind: DataSource
+metadata: { name: rides, namespace: kubeflow-alice }
+spec: { type: postgres, table: rides, timestampField: event_timestamp }
+---
+apiVersion: features.kubeflow.org/v1
+kind: DataSource
+metadata: { name: rides_push, namespace: kubeflow-alice }
+spec: { type: push, batchSource: rides }
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: rides_fv, namespace: kubeflow-alice }
+spec:
+  entities: [driver]
+  streamSource: rides_push
+  features: [{ name: rides, valueType: INT64 }]
+"#;
+
+    #[test]
+    fn a_stream_view_takes_its_batch_source() {
+        let snap = build(&format!("{BASE}{STREAM}")).unwrap();
+        let ns = snap.namespace("kubeflow-alice").unwrap();
+        assert_eq!(
+            ns.views["rides_fv"].view.source.as_deref(),
+            Some("rides"),
+            "the stream's batch source"
+        );
+        assert!(ns.stream_sources.contains_key("rides_push"));
+    }
+
+    #[test]
+    fn stream_references_must_resolve() {
+        let err = build(&format!(
+            "{BASE}{}",
+            STREAM.replace("batchSource: rides", "batchSource: ridez")
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.batchSource");
+        assert!(err.message.contains("ridez"));
+
+        let err = build(&format!(
+            "{BASE}{}",
+            STREAM.replace("streamSource: rides_push", "streamSource: nope")
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.streamSource");
+
+        let other = STREAM.replace(
+            "streamSource: rides_push",
+            "streamSource: rides_push\n  source: rides_push",
+        );
+        let err = build(&format!("{BASE}{other}")).unwrap_err();
+        assert_eq!(err.field, "spec.source");
+        assert!(err.message.contains("differs"), "{err}");
+    }
+
+    #[test]
+    fn stream_sources_are_checked_by_field() {
+        let push_with_topic = STREAM.replace(
+            "{ type: push, batchSource: rides }",
+            "{ type: push, batchSource: rides, topic: t }",
+        );
+        let err = build(&format!("{BASE}{push_with_topic}")).unwrap_err();
+        assert_eq!(err.field, "spec.topic");
+        let kafka = |extra: &str| {
+            STREAM.replace(
+                "{ type: push, batchSource: rides }",
+                &format!(
+                    "{{ type: kafka, batchSource: rides, bootstrapServers: 'k:9092', {extra} }}"
+                ),
+            )
+        };
+        for (extra, field) in [
+            ("topic: 'bad topic'", "spec.topic"),
+            ("topic: t, format: avro", "spec.format"),
+            ("topic: t, deadLetterTopic: t", "spec.deadLetterTopic"),
+            ("format: json", "spec.topic"),
+        ] {
+            let err = build(&format!("{BASE}{}", kafka(extra))).unwrap_err();
+            assert_eq!(err.field, field, "{extra}: {err}");
+        }
+        let no_port = kafka("topic: t").replace("'k:9092'", "k");
+        let err = build(&format!("{BASE}{no_port}")).unwrap_err();
+        assert_eq!(err.field, "spec.bootstrapServers");
+        assert!(build(&format!("{BASE}{}", kafka("topic: t"))).is_ok());
+    }
+
     #[test]
     fn duplicates_are_refused() {
         let dup = BASE.split("---").next().unwrap();
