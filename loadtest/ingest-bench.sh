@@ -34,6 +34,8 @@ SECONDS_FRESH=${SECONDS_FRESH:-30}
 BATCH=${BATCH:-10000}
 LINGER=${LINGER:-100ms}
 KAFKA=${KAFKA:-127.0.0.1:9092}
+# Extra librdkafka properties for larder ingest, as YAML flow-map entries.
+KAFKA_PROPS=${KAFKA_PROPS:-}
 KEEP=${KEEP:-0}
 
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
@@ -117,7 +119,7 @@ EOF
 serve: { definitions: $WORK/definitions.yaml }
 online_store: { type: redis, redis: { url: "redis://127.0.0.1:$REDIS_PORT" } }
 offline_store: { postgres: { database: $DB } }
-ingest: { listen: "127.0.0.1:$METRICS_PORT", batch_messages: $BATCH, batch_linger: $LINGER, start_from: $2 }
+ingest: { listen: "127.0.0.1:$METRICS_PORT", batch_messages: $BATCH, batch_linger: $LINGER, start_from: $2, kafka: { $KAFKA_PROPS } }
 EOF
 }
 

@@ -358,6 +358,10 @@ fn consumer(plan: &Plan, settings: &IngestSettings) -> Result<StreamConsumer, In
         // batch.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // How long the broker may hold a fetch when it has nothing new.
+        // Kafka answers as soon as data arrives anyway; tansu holds every
+        // fetch this long, so librdkafka's 500 ms would be the freshness.
+        .set("fetch.wait.max.ms", "50")
         .set(
             "auto.offset.reset",
             match settings.start_from {
