@@ -174,10 +174,23 @@ for run in $(seq 1 "$RUNS"); do
         kill -0 "$INGEST_PID" 2>/dev/null || { cat "$WORK/ingest-tp-$run.err" >&2; exit 1; }
         sleep 0.2
     done
+    curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/metrics-tp-$run.txt"
     stop_ingest
     rate=$(python3 -c "print(round(($MESSAGES - $c0) / ($t1 - $t0)))")
     online=$(redis-cli -p "$REDIS_PORT" dbsize)
-    echo "  run $run: $rate msgs/s end to end ($MESSAGES offline rows, $online online keys)"
+    batches=$(python3 - "$WORK/metrics-tp-$run.txt" <<'PY'
+import sys
+m = {}
+for line in open(sys.argv[1]):
+    if line.startswith("larder_ingest_batch_write_duration_seconds_"):
+        k, v = line.rsplit(" ", 1)
+        m[k.split("{")[0]] = float(v)
+n = m.get("larder_ingest_batch_write_duration_seconds_count", 0)
+s = m.get("larder_ingest_batch_write_duration_seconds_sum", 0)
+print(f"{int(n)} batches, {1000 * s / max(n, 1):.0f} ms per batch write")
+PY
+)
+    echo "  run $run: $rate msgs/s end to end ($MESSAGES offline rows, $online online keys; $batches)"
     rates+=("$rate")
 done
 echo "  median: $(median "${rates[@]}") msgs/s"
