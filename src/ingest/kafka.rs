@@ -226,6 +226,7 @@ pub async fn consume(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut summary = Summary::default();
+            let mut committed = BTreeMap::new();
             while let Some(batch) = queue.recv().await {
                 write_and_commit(
                     &plan,
@@ -236,8 +237,13 @@ pub async fn consume(
                     &metrics,
                     batch,
                     &mut summary,
+                    &mut committed,
                 )
                 .await?;
+            }
+            // Stopping: wait until the broker has the last offsets.
+            if !committed.is_empty() {
+                commit(&plan, &consumer, &committed, CommitMode::Sync, &metrics).await;
             }
             Ok::<Summary, IngestError>(summary)
         })
@@ -415,6 +421,7 @@ async fn write_and_commit(
     metrics: &IngestMetrics,
     batch: Batch,
     summary: &mut Summary,
+    committed: &mut BTreeMap<i32, i64>,
 ) -> Result<(), IngestError> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
@@ -484,28 +491,22 @@ async fn write_and_commit(
     metrics
         .batch_seconds
         .observe(started.elapsed().as_secs_f64());
-    let mut offsets = TopicPartitionList::new();
+    // The commit is sent without waiting for the broker's answer: the
+    // writer goes on with the next batch. Commits of one consumer go out in
+    // order, each covering everything before it; the last one is waited for
+    // when the consumer stops (`commit_sync`). A commit that is lost only
+    // means its batch is read again, and skipped by both stores.
     for (partition, next) in &batch.next_offsets {
-        offsets
-            .add_partition_offset(&plan.kafka.topic, *partition, Offset::Offset(*next))
-            .map_err(|e| IngestError::Failed(format!("building the commit: {e}")))?;
+        committed.insert(*partition, *next);
     }
-    let committer = consumer.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || committer.commit(&offsets, CommitMode::Sync)).await;
-    match committed {
-        Ok(Ok(())) => {}
-        // The batch is stored; a failed commit only means it is read (and
-        // skipped by both stores) again after a restart.
-        Ok(Err(e)) => {
-            metrics.error("commit");
-            tracing::warn!(error = %e, "committing offsets failed; the batch may be read again");
-        }
-        Err(e) => {
-            metrics.error("commit");
-            tracing::warn!(error = %e, "committing offsets failed; the batch may be read again");
-        }
-    }
+    commit(
+        plan,
+        consumer,
+        &batch.next_offsets,
+        CommitMode::Async,
+        metrics,
+    )
+    .await;
     summary.batches += 1;
     metrics.batches.inc();
     tracing::debug!(
@@ -515,6 +516,37 @@ async fn write_and_commit(
         "batch written and committed"
     );
     Ok(())
+}
+
+/// Commits `offsets` (partition -> next offset) of the source's topic.
+async fn commit(
+    plan: &Plan,
+    consumer: &Arc<StreamConsumer>,
+    offsets: &BTreeMap<i32, i64>,
+    mode: CommitMode,
+    metrics: &IngestMetrics,
+) {
+    let mut list = TopicPartitionList::new();
+    for (partition, next) in offsets {
+        if let Err(e) =
+            list.add_partition_offset(&plan.kafka.topic, *partition, Offset::Offset(*next))
+        {
+            metrics.error("commit");
+            tracing::warn!(error = %e, "building the offset commit failed");
+            return;
+        }
+    }
+    let committer = consumer.clone();
+    let result = tokio::task::spawn_blocking(move || committer.commit(&list, mode)).await;
+    let error = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    // The batch is stored; a failed commit only means it is read (and
+    // skipped by both stores) again after a restart.
+    metrics.error("commit");
+    tracing::warn!(error = %error, "committing offsets failed; the batch may be read again");
 }
 
 async fn send_dead_letter(
