@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/feast/types/Value.proto",
                 "proto/feast/types/EntityKey.proto",
                 "proto/feast/serving/ServingService.proto",
+                "proto/larder/v1/push.proto",
             ],
             &[
                 "proto",

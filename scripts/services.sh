@@ -7,7 +7,8 @@
 #                                Redis Cluster on free ports)
 #   PostgreSQL  127.0.0.1:5432  trust authentication for local connections
 #   MariaDB     127.0.0.1:3306  user root without a password
-#   Kafka       (not yet: arrives with stream ingestion, see below)
+#   Kafka       127.0.0.1:9092  the tansu broker (installed with cargo install),
+#                                SQLite storage under target/tansu/
 #
 # Idempotent: a service that already answers is left alone; a missing one is
 # installed with apt-get (one `apt-get update` first, only when something must
@@ -255,12 +256,47 @@ ensure_mariadb() {
 }
 
 # --- Kafka (tansu) -----------------------------------------------------------
-# PLACEHOLDER: a Kafka broker arrives with stream ingestion (`larder ingest`).
-# The tests will use the tansu broker, installed with `cargo install` when it
-# is missing and started on 127.0.0.1:9092 like the services above. Nothing is
-# installed or started here yet.
+# The ingestion tests produce to and consume from a real Kafka broker: tansu,
+# a Kafka-compatible broker written in Rust. It is installed with cargo (a
+# plain `cargo install tansu` has no storage engine, hence the features) and
+# started on 127.0.0.1:9092 with its SQLite storage engine, keeping its
+# database and log in target/tansu/ (LARDER_TANSU_DIR overrides it).
+
+TANSU_VERSION=0.6.0
+KAFKA_PORT=${LARDER_KAFKA_PORT:-9092}
+
+kafka_answers() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null
+}
+
 ensure_kafka() {
-    say "kafka" "not needed yet (arrives with stream ingestion)"
+    local installed=""
+    if kafka_answers; then
+        say "kafka" "found running on 127.0.0.1:$KAFKA_PORT"
+        return 0
+    fi
+    if ! command -v tansu >/dev/null 2>&1; then
+        if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+            # shellcheck source=/dev/null
+            . "$HOME/.cargo/env"
+        fi
+        cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+        installed="installed tansu $TANSU_VERSION, "
+    fi
+    local dir
+    dir=${LARDER_TANSU_DIR:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/tansu"}
+    mkdir -p "$dir"
+    # tansu resolves sqlite://FILE against its working directory.
+    (
+        cd "$dir"
+        nohup tansu broker \
+            --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --storage-engine "sqlite://tansu.db" \
+            --silent >broker.log 2>&1 </dev/null &
+    )
+    wait_for "kafka (tansu) on 127.0.0.1:$KAFKA_PORT (log: $dir/broker.log)" kafka_answers
+    say "kafka" "${installed}started tansu on 127.0.0.1:$KAFKA_PORT (storage: $dir/tansu.db)"
 }
 
 services_main() {

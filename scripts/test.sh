@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # larder's one test command, locally and in CI:
 #
-#   1. scripts/services.sh: installs (apt-get, as root) and starts what is
-#      missing of Redis, PostgreSQL and MariaDB; leaves running ones alone.
+#   1. scripts/services.sh: installs (apt-get, as root; tansu with cargo)
+#      and starts what is missing of Redis, PostgreSQL, MariaDB and the tansu
+#      Kafka broker; leaves running ones alone.
 #   2. cargo fmt --check, cargo clippy -D warnings, the benchmarks once as a
 #      smoke test, then cargo test (unit, integration and doc tests), with
 #      the locked dependency versions, stopping at the first failure.
@@ -57,6 +58,12 @@ step "python packages for examples/flight_training_set.py (pyarrow, pandas)"
 venv="${LARDER_VENV:-target/pyvenv}"
 "$venv/bin/python" -c 'import pyarrow.flight, pandas' 2>/dev/null ||
     "$venv/bin/pip" install --quiet pyarrow==22.0.0 pandas==3.1.1
+
+# The ingestion tests produce their messages with a Kafka client that is not
+# larder's own: kafka-python, via examples/produce_driver_locations.py.
+step "python package for the ingestion tests (kafka-python)"
+"$venv/bin/python" -c 'import kafka' 2>/dev/null ||
+    "$venv/bin/pip" install --quiet kafka-python==2.2.15
 
 # Benchmarks run once each, as a smoke test; their numbers are measured
 # with `cargo bench` (docs/PERFORMANCE.md), never asserted in tests.

@@ -103,6 +103,9 @@ enum Command {
     Materialize(crate::offline::materialize::MaterializeArgs),
     /// Materialize from where the last run of each view ended up to END.
     MaterializeIncremental(crate::offline::materialize::IncrementalArgs),
+    /// Consume a Kafka source: latest values online, every row logged to
+    /// its batch source.
+    Ingest(crate::ingest::kafka::IngestArgs),
     /// Authentication and authorization tools.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -323,6 +326,10 @@ async fn run(cli: Cli) -> Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             Ok(crate::offline::materialize::run_incremental(&config, args).await?)
         }
+        Command::Ingest(args) => {
+            let config = Config::load(cli.config.as_deref())?;
+            Ok(crate::ingest::kafka::run(&config, args).await?)
+        }
         Command::Offline(OfflineCommand::Serve { listen }) => {
             let mut config = Config::load(cli.config.as_deref())?;
             if let Some(l) = listen {
@@ -531,6 +538,7 @@ async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.serve.listen)
         .await
         .with_context(|| format!("binding {}", config.serve.listen))?;
+    let offline = Arc::new(config.clone());
     let server = if config.serve.follow_registry {
         // Start empty (not ready) and take definitions from the registry.
         let sync = Arc::new(crate::registry::follower::SyncState::new());
@@ -542,6 +550,7 @@ async fn serve(config: Config) -> Result<()> {
             )
             .with_auth(auth)
             .with_namespace_stores(namespace_stores, user_namespaces)
+            .with_offline_store(offline)
             .following(sync.clone()),
         );
         tokio::spawn(crate::registry::follower::follow(
@@ -563,7 +572,8 @@ async fn serve(config: Config) -> Result<()> {
         let server = Arc::new(
             FeatureServer::new(snapshot, store, config.serve.serving_settings())
                 .with_auth(auth)
-                .with_namespace_stores(namespace_stores, user_namespaces),
+                .with_namespace_stores(namespace_stores, user_namespaces)
+                .with_offline_store(offline),
         );
         reload_on_sighup(server.clone(), config);
         server

@@ -26,6 +26,8 @@ pub struct Config {
     pub offline_store: OfflineStoreConfig,
     /// Who may call the servers, and what they may do.
     pub auth: AuthConfig,
+    /// `larder ingest`: batching, the broker, its metrics address.
+    pub ingest: IngestConfig,
     /// Per-namespace settings, by namespace name.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
@@ -266,6 +268,52 @@ impl Default for SqliteOfflineConfig {
     }
 }
 
+/// `ingest`: how `larder ingest` batches and talks to the broker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// `/health` and `/metrics` of `larder ingest`.
+    pub listen: SocketAddr,
+    /// A batch is written once it holds this many messages...
+    pub batch_messages: usize,
+    /// ...or this long after its first message arrived.
+    #[serde(with = "duration_text")]
+    pub batch_linger: Duration,
+    /// Where a new consumer group starts: `earliest` or `latest`.
+    pub start_from: crate::ingest::kafka::StartFrom,
+    /// How long SIGTERM waits for the batch being written.
+    #[serde(with = "duration_text")]
+    pub drain_timeout: Duration,
+    /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let d = crate::ingest::kafka::IngestSettings::default();
+        IngestConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6572)),
+            batch_messages: d.batch_messages,
+            batch_linger: d.batch_linger,
+            start_from: d.start_from,
+            drain_timeout: d.drain_timeout,
+            kafka: d.kafka_properties,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn settings(&self) -> crate::ingest::kafka::IngestSettings {
+        crate::ingest::kafka::IngestSettings {
+            batch_messages: self.batch_messages,
+            batch_linger: self.batch_linger,
+            start_from: self.start_from,
+            kafka_properties: self.kafka.clone(),
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
 /// `namespaces.<name>`.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -468,10 +516,16 @@ impl Config {
                 "online_store.redis.connections",
                 self.online_store.redis.connections,
             ),
+            ("ingest.batch_messages", self.ingest.batch_messages),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("`{key}` must be greater than 0")));
             }
+        }
+        if self.ingest.batch_linger.is_zero() {
+            return Err(ConfigError(
+                "`ingest.batch_linger` must be greater than 0".into(),
+            ));
         }
         if s.request_timeout.is_zero() {
             return Err(ConfigError(

@@ -21,6 +21,8 @@
 //! - [`transform`]: on-demand features: CEL expressions compiled and
 //!   type-checked once per snapshot, evaluated the same way for serving,
 //!   training sets and write-time transforms.
+//! - [`ingest`]: stream ingestion (`larder ingest`, a Kafka consumer group)
+//!   and the push API's domain side; one write path for both.
 //! - [`cli`]: the `larder` command and `larder quickstart`.
 
 #![forbid(unsafe_code)]
@@ -29,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod definitions;
+pub mod ingest;
 pub mod model;
 pub mod offline;
 pub mod online;

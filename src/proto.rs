@@ -1,4 +1,4 @@
-//! The Feast wire types generated from `proto/`, and their conversions to
+//! The Feast wire types (and larder's own, `larder.v1`) generated from `proto/`, and their conversions to
 //! and from the domain model. This is the only module that knows both.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -9,6 +9,13 @@ pub mod feast {
     }
     pub mod serving {
         tonic::include_proto!("feast.serving");
+    }
+}
+
+/// larder's own services (`larder.v1.PushService`).
+pub mod larder {
+    pub mod v1 {
+        tonic::include_proto!("larder.v1");
     }
 }
 

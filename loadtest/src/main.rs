@@ -11,11 +11,14 @@
 //!   (`http://host:port`), and the floor: the same Redis pipeline larder
 //!   would send, issued directly (`redis://host:port`).
 //!
+//! - `produce`: driver locations into a Kafka topic, for `larder ingest`.
+//!
 //! Output: a human-readable line and a JSON summary in ghz's shape.
 
 #![forbid(unsafe_code)]
 
 mod dataset;
+mod produce;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,6 +66,8 @@ enum Command {
     },
     /// Drive one target with one request shape.
     Run(RunArgs),
+    /// Send driver locations to a Kafka topic (for `larder ingest`).
+    Produce(produce::ProduceArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -133,6 +138,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Produce(args) => produce::run(args).await,
     }
 }
 

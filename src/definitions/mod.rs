@@ -27,6 +27,7 @@ use crate::model::{
     DataSource, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, OnDemandFeature,
     OnDemandFeatureView, SourceTable, Value, ValueType, check_dns1123_label, check_object_name,
 };
+use crate::model::{KafkaSource, MessageFormat, StreamKind, StreamSource};
 
 pub const API_VERSION: &str = "features.kubeflow.org/v1";
 
@@ -75,6 +76,8 @@ impl DefinitionError {
 pub enum Object {
     Entity(Entity),
     DataSource(DataSource),
+    /// A DataSource of `type: push` or `type: kafka`.
+    StreamSource(StreamSource),
     FeatureView(FeatureView),
     FeatureService(FeatureService),
     OnDemandFeatureView(OnDemandFeatureView),
@@ -141,6 +144,169 @@ struct DataSourceSpec {
     description: String,
 }
 
+/// The spec of a DataSource of `type: push` or `type: kafka`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StreamSourceSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    batch_source: String,
+    #[serde(default)]
+    bootstrap_servers: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    timestamp_field: Option<String>,
+    #[serde(default)]
+    field_mapping: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    dead_letter_topic: Option<String>,
+    #[serde(default)]
+    consumer_group: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+/// A Kafka topic name: 1 to 249 of `[A-Za-z0-9._-]`.
+fn check_topic(id: &ObjectId, field: &str, topic: &str) -> Result<(), DefinitionError> {
+    if topic.is_empty()
+        || topic.len() > 249
+        || !topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(DefinitionError::new(
+            id,
+            field,
+            format!(
+                "{topic:?} is not a Kafka topic name (1 to 249 letters, digits, '.', '_', '-')"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_stream_source(
+    id: &ObjectId,
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    spec: StreamSourceSpec,
+) -> Result<StreamSource, DefinitionError> {
+    check_object_name(&spec.batch_source)
+        .map_err(|why| DefinitionError::new(id, "spec.batchSource", why))?;
+    let kind = match spec.kind.as_str() {
+        "push" => {
+            let kafka_only = [
+                ("spec.bootstrapServers", spec.bootstrap_servers.is_some()),
+                ("spec.topic", spec.topic.is_some()),
+                ("spec.format", spec.format.is_some()),
+                ("spec.timestampField", spec.timestamp_field.is_some()),
+                ("spec.fieldMapping", spec.field_mapping.is_some()),
+                ("spec.deadLetterTopic", spec.dead_letter_topic.is_some()),
+                ("spec.consumerGroup", spec.consumer_group.is_some()),
+            ];
+            if let Some((field, _)) = kafka_only.iter().find(|(_, set)| *set) {
+                return Err(DefinitionError::new(
+                    id,
+                    field,
+                    "only a kafka source has this field (a push source has batchSource and description)",
+                ));
+            }
+            StreamKind::Push
+        }
+        "kafka" => {
+            let servers = spec.bootstrap_servers.unwrap_or_default();
+            if servers.trim().is_empty()
+                || servers
+                    .split(',')
+                    .any(|s| s.trim().is_empty() || !s.contains(':'))
+            {
+                return Err(DefinitionError::new(
+                    id,
+                    "spec.bootstrapServers",
+                    format!("{servers:?} is not a list of host:port, comma-separated"),
+                ));
+            }
+            let topic = spec
+                .topic
+                .ok_or_else(|| DefinitionError::new(id, "spec.topic", "missing"))?;
+            check_topic(id, "spec.topic", &topic)?;
+            if let Some(dlq) = &spec.dead_letter_topic {
+                check_topic(id, "spec.deadLetterTopic", dlq)?;
+                if *dlq == topic {
+                    return Err(DefinitionError::new(
+                        id,
+                        "spec.deadLetterTopic",
+                        "must not be the topic read",
+                    ));
+                }
+            }
+            let format = match spec.format.as_deref() {
+                None | Some("json") => MessageFormat::Json,
+                Some(other) => {
+                    return Err(DefinitionError::new(
+                        id,
+                        "spec.format",
+                        format!("unknown message format {other:?} (known: json)"),
+                    ));
+                }
+            };
+            let timestamp_field = spec
+                .timestamp_field
+                .unwrap_or_else(|| "event_timestamp".into());
+            if timestamp_field.is_empty() {
+                return Err(DefinitionError::new(
+                    id,
+                    "spec.timestampField",
+                    "must not be empty",
+                ));
+            }
+            let field_mapping = spec.field_mapping.unwrap_or_default();
+            for (field, feature) in &field_mapping {
+                check_object_name(feature).map_err(|why| {
+                    DefinitionError::new(id, &format!("spec.fieldMapping.{field}"), why)
+                })?;
+            }
+            if let Some(group) = &spec.consumer_group
+                && group.trim().is_empty()
+            {
+                return Err(DefinitionError::new(
+                    id,
+                    "spec.consumerGroup",
+                    "must not be empty",
+                ));
+            }
+            StreamKind::Kafka(KafkaSource {
+                bootstrap_servers: servers,
+                topic,
+                format,
+                timestamp_field,
+                field_mapping,
+                dead_letter_topic: spec.dead_letter_topic,
+                consumer_group: spec.consumer_group,
+            })
+        }
+        other => {
+            return Err(DefinitionError::new(
+                id,
+                "spec.type",
+                format!("unknown source type {other:?} (known: postgres, sqlite, push, kafka)"),
+            ));
+        }
+    };
+    Ok(StreamSource {
+        name,
+        namespace,
+        kind,
+        batch_source: spec.batch_source,
+        description: spec.description,
+        labels,
+    })
+}
+
 /// A SQL identifier larder will quote: non-empty, printable, no quotes.
 fn check_identifier(id: &ObjectId, field: &str, name: &str) -> Result<(), DefinitionError> {
     if name.is_empty()
@@ -177,6 +343,8 @@ struct FeatureViewSpec {
     online: bool,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
+    stream_source: Option<String>,
     #[serde(default)]
     description: String,
 }
@@ -435,6 +603,15 @@ fn parse_manifest(
                 labels,
             })
         }
+        "DataSource"
+            if matches!(
+                spec.get("type").and_then(|t| t.as_str()),
+                Some("push" | "kafka")
+            ) =>
+        {
+            let spec: StreamSourceSpec = from_spec(&id, spec)?;
+            Object::StreamSource(parse_stream_source(&id, name, namespace, labels, spec)?)
+        }
         "DataSource" => {
             let spec: DataSourceSpec = from_spec(&id, spec)?;
             let table = match spec.kind.as_str() {
@@ -457,7 +634,9 @@ fn parse_manifest(
                     return Err(DefinitionError::new(
                         &id,
                         "spec.type",
-                        format!("unknown source type {other:?} (known: postgres, sqlite)"),
+                        format!(
+                            "unknown source type {other:?} (known: postgres, sqlite, push, kafka)"
+                        ),
                     ));
                 }
             };
@@ -530,6 +709,10 @@ fn parse_manifest(
                     DefinitionError::new(&id, &format!("spec.entities[{i}]"), why)
                 })?;
             }
+            if let Some(s) = &spec.stream_source {
+                check_object_name(s)
+                    .map_err(|why| DefinitionError::new(&id, "spec.streamSource", why))?;
+            }
             Object::FeatureView(FeatureView {
                 name,
                 namespace,
@@ -539,6 +722,7 @@ fn parse_manifest(
                 ttl,
                 online: spec.online,
                 source: spec.source,
+                stream_source: spec.stream_source,
                 description: spec.description,
                 labels,
             })

@@ -51,6 +51,8 @@ pub struct FeatureView {
     pub ttl: Option<Duration>,
     pub online: bool,
     pub source: Option<String>,
+    /// The push or Kafka source fresh rows arrive through (`spec.streamSource`).
+    pub stream_source: Option<String>,
     pub description: String,
     pub labels: BTreeMap<String, String>,
 }
@@ -105,6 +107,64 @@ impl DataSource {
             .map(|(column, _)| column.as_str())
             .unwrap_or(name)
     }
+}
+
+/// A source of fresh rows for feature views: rows pushed to the feature
+/// server, or messages of a Kafka topic. Every row is also logged to the
+/// batch source, so training data holds what serving saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSource {
+    pub name: String,
+    pub namespace: String,
+    pub kind: StreamKind,
+    /// The batch source (a table) rows are appended to.
+    pub batch_source: String,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What kind of stream source, with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamKind {
+    /// Rows arrive through the feature server's push API.
+    Push,
+    /// Rows arrive as messages of a Kafka topic, read by `larder ingest`.
+    Kafka(KafkaSource),
+}
+
+/// Where a Kafka source's messages come from and how they are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub format: MessageFormat,
+    /// The message field holding each row's event time.
+    pub timestamp_field: String,
+    /// Message field -> feature (or join key) name, where they differ.
+    pub field_mapping: BTreeMap<String, String>,
+    /// Where messages that cannot be read go, when set.
+    pub dead_letter_topic: Option<String>,
+    /// The consumer group; `larder-<namespace>-<name>` when unset.
+    pub consumer_group: Option<String>,
+}
+
+impl KafkaSource {
+    /// The message field that holds feature or join key `name`.
+    pub fn field_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.field_mapping
+            .iter()
+            .find(|(_, feature)| *feature == name)
+            .map(|(field, _)| field.as_str())
+            .unwrap_or(name)
+    }
+}
+
+/// How a message's bytes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// One JSON object per message.
+    Json,
 }
 
 /// A named list of feature references, served as one unit.

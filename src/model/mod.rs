@@ -10,6 +10,7 @@ pub use definitions::{
     OnDemandFeature, OnDemandFeatureView, SourceTable, check_dns1123_label, check_object_name,
     default_project_for,
 };
+pub use definitions::{KafkaSource, MessageFormat, StreamKind, StreamSource};
 pub use feature_ref::{FeatureRef, MalformedRef, RefParts};
 pub use value::{EventTime, TypeMismatch, Value, ValueType};
 

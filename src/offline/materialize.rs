@@ -1335,7 +1335,7 @@ fn unavailable(message: String) -> OfflineError {
 // ---------------------------------------------------------------------------
 // Definitions, views, stores, intervals.
 
-fn registry_url(config: &Config, from: &DefinitionArgs) -> Option<String> {
+pub(crate) fn registry_url(config: &Config, from: &DefinitionArgs) -> Option<String> {
     from.registry
         .clone()
         .filter(|u| !u.trim().is_empty())
@@ -1355,7 +1355,7 @@ fn client_token(config: &Config) -> Result<Option<String>, OfflineError> {
         .map_err(|e| OfflineError::Invalid(format!("{e:#}")))
 }
 
-async fn load_definitions(
+pub(crate) async fn load_definitions(
     config: &Config,
     from: &DefinitionArgs,
     registry: Option<&str>,

@@ -9,12 +9,12 @@ pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::definitions::{DefinitionError, Located, Object, ObjectId};
-use crate::model::DataSource;
 use crate::model::Value;
 use crate::model::{
     DUMMY_JOIN_KEY, Entity, Feature, FeatureService, FeatureView, JoinKey, OnDemandFeatureView,
     ValueType, default_project_for,
 };
+use crate::model::{DataSource, StreamSource};
 use crate::online::{ViewRow, layout};
 use crate::transform::{Arg, CompiledView, InputSource, Outcome, SourceView};
 
@@ -35,6 +35,8 @@ pub struct NamespaceDefs {
     pub project: String,
     pub entities: BTreeMap<String, Entity>,
     pub sources: BTreeMap<String, DataSource>,
+    /// Push and Kafka sources, by name.
+    pub stream_sources: BTreeMap<String, StreamSource>,
     pub views: FastMap<String, Arc<ServedView>>,
     pub odfvs: FastMap<String, Arc<ServedOdfv>>,
     pub services: FastMap<String, Arc<FeatureService>>,
@@ -192,6 +194,7 @@ impl RegistrySnapshot {
         let mut views: Vec<(ObjectId, FeatureView)> = Vec::new();
         let mut services: Vec<(ObjectId, FeatureService)> = Vec::new();
         let mut odfvs: Vec<(ObjectId, OnDemandFeatureView)> = Vec::new();
+        let mut stream_sources: Vec<(ObjectId, StreamSource)> = Vec::new();
         let mut seen: HashMap<(String, String, String), ObjectId> = HashMap::new();
 
         for Located { id, object } in objects {
@@ -214,6 +217,7 @@ impl RegistrySnapshot {
                         .unwrap_or_else(|| default_project_for(&id.namespace)),
                     entities: BTreeMap::new(),
                     sources: BTreeMap::new(),
+                    stream_sources: BTreeMap::new(),
                     views: FastMap::default(),
                     odfvs: FastMap::default(),
                     services: FastMap::default(),
@@ -225,10 +229,28 @@ impl RegistrySnapshot {
                 Object::DataSource(s) => {
                     ns.sources.insert(s.name.clone(), s);
                 }
+                Object::StreamSource(s) => stream_sources.push((id, s)),
                 Object::FeatureView(v) => views.push((id, v)),
                 Object::FeatureService(s) => services.push((id, s)),
                 Object::OnDemandFeatureView(v) => odfvs.push((id, v)),
             }
+        }
+
+        for (id, stream) in stream_sources {
+            let ns = namespaces
+                .get_mut(&id.namespace)
+                .expect("namespace inserted above");
+            if !ns.sources.contains_key(&stream.batch_source) {
+                return Err(DefinitionError::new(
+                    &id,
+                    "spec.batchSource",
+                    format!(
+                        "no batch data source {:?} (type postgres or sqlite) in namespace {}",
+                        stream.batch_source, id.namespace
+                    ),
+                ));
+            }
+            ns.stream_sources.insert(stream.name.clone(), stream);
         }
 
         for (id, mut view) in views {
@@ -257,6 +279,36 @@ impl RegistrySnapshot {
             }
             join_keys.sort_by(|a, b| a.name.cmp(&b.name));
             view.join_keys = join_keys;
+            if let Some(name) = &view.stream_source {
+                let stream = ns.stream_sources.get(name).ok_or_else(|| {
+                    DefinitionError::new(
+                        &id,
+                        "spec.streamSource",
+                        format!(
+                            "no push or kafka source {name:?} in namespace {}",
+                            id.namespace
+                        ),
+                    )
+                })?;
+                // The view's history is the stream's batch source: rows
+                // logged there are what training reads and materialization
+                // copies.
+                match &view.source {
+                    None => view.source = Some(stream.batch_source.clone()),
+                    Some(source) if *source == stream.batch_source => {}
+                    Some(source) => {
+                        return Err(DefinitionError::new(
+                            &id,
+                            "spec.source",
+                            format!(
+                                "{source:?} differs from the batch source {:?} of stream source {name:?}; \
+                                 omit spec.source or make them the same",
+                                stream.batch_source
+                            ),
+                        ));
+                    }
+                }
+            }
             if let Some(source) = &view.source
                 && !ns.sources.contains_key(source)
             {
@@ -399,6 +451,7 @@ impl ServedOdfv {
                     ttl: source.ttl,
                     online: true,
                     source: None,
+                    stream_source: None,
                     description: odfv.description.clone(),
                     labels: odfv.labels.clone(),
                 },
@@ -484,6 +537,96 @@ spec: { features: ["driver_rider_fv:nope"] }
         let err = build(&format!("{BASE}{svc}")).unwrap_err();
         assert_eq!(err.field, "spec.features[0]");
         assert!(err.message.contains("nope"));
+    }
+
+    const STREAM: &str = r#"
+---
+apiVersion: features.kubeflow.org/v1
+kind: DataSource
+metadata: { name: rides, namespace: kubeflow-alice }
+spec: { type: postgres, table: rides, timestampField: event_timestamp }
+---
+apiVersion: features.kubeflow.org/v1
+kind: DataSource
+metadata: { name: rides_push, namespace: kubeflow-alice }
+spec: { type: push, batchSource: rides }
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: { name: rides_fv, namespace: kubeflow-alice }
+spec:
+  entities: [driver]
+  streamSource: rides_push
+  features: [{ name: rides, valueType: INT64 }]
+"#;
+
+    #[test]
+    fn a_stream_view_takes_its_batch_source() {
+        let snap = build(&format!("{BASE}{STREAM}")).unwrap();
+        let ns = snap.namespace("kubeflow-alice").unwrap();
+        assert_eq!(
+            ns.views["rides_fv"].view.source.as_deref(),
+            Some("rides"),
+            "the stream's batch source"
+        );
+        assert!(ns.stream_sources.contains_key("rides_push"));
+    }
+
+    #[test]
+    fn stream_references_must_resolve() {
+        let err = build(&format!(
+            "{BASE}{}",
+            STREAM.replace("batchSource: rides", "batchSource: ridez")
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.batchSource");
+        assert!(err.message.contains("ridez"));
+
+        let err = build(&format!(
+            "{BASE}{}",
+            STREAM.replace("streamSource: rides_push", "streamSource: nope")
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.streamSource");
+
+        let other = STREAM.replace(
+            "streamSource: rides_push",
+            "streamSource: rides_push\n  source: rides_push",
+        );
+        let err = build(&format!("{BASE}{other}")).unwrap_err();
+        assert_eq!(err.field, "spec.source");
+        assert!(err.message.contains("differs"), "{err}");
+    }
+
+    #[test]
+    fn stream_sources_are_checked_by_field() {
+        let push_with_topic = STREAM.replace(
+            "{ type: push, batchSource: rides }",
+            "{ type: push, batchSource: rides, topic: t }",
+        );
+        let err = build(&format!("{BASE}{push_with_topic}")).unwrap_err();
+        assert_eq!(err.field, "spec.topic");
+        let kafka = |extra: &str| {
+            STREAM.replace(
+                "{ type: push, batchSource: rides }",
+                &format!(
+                    "{{ type: kafka, batchSource: rides, bootstrapServers: 'k:9092', {extra} }}"
+                ),
+            )
+        };
+        for (extra, field) in [
+            ("topic: 'bad topic'", "spec.topic"),
+            ("topic: t, format: avro", "spec.format"),
+            ("topic: t, deadLetterTopic: t", "spec.deadLetterTopic"),
+            ("format: json", "spec.topic"),
+        ] {
+            let err = build(&format!("{BASE}{}", kafka(extra))).unwrap_err();
+            assert_eq!(err.field, field, "{extra}: {err}");
+        }
+        let no_port = kafka("topic: t").replace("'k:9092'", "k");
+        let err = build(&format!("{BASE}{no_port}")).unwrap_err();
+        assert_eq!(err.field, "spec.bootstrapServers");
+        assert!(build(&format!("{BASE}{}", kafka("topic: t"))).is_ok());
     }
 
     #[test]

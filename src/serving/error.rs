@@ -77,6 +77,19 @@ impl From<StoreError> for ServingError {
     }
 }
 
+impl From<crate::ingest::IngestError> for ServingError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        use crate::ingest::IngestError;
+        match e {
+            IngestError::Invalid(m) => ServingError::InvalidArgument(m),
+            IngestError::NotFound(m) => ServingError::NotFound(m),
+            IngestError::PermissionDenied(m) => ServingError::PermissionDenied(m),
+            IngestError::Unavailable(m) => ServingError::Unavailable(m),
+            IngestError::Failed(m) => ServingError::Internal(m),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ServingError {
     fn from(e: crate::auth::AuthError) -> Self {
         use crate::auth::AuthError;

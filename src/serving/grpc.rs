@@ -11,6 +11,8 @@ use crate::model::{FieldStatus, Value};
 use crate::proto::feast::serving as pb;
 use crate::proto::feast::serving::serving_service_server::{ServingService, ServingServiceServer};
 use crate::proto::feast::types as pbt;
+use crate::proto::larder::v1 as lpb;
+use crate::proto::larder::v1::push_service_server::{PushService, PushServiceServer};
 
 use super::{FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
 
@@ -24,6 +26,7 @@ pub struct GrpcApi {
 /// The gRPC services as an axum router, to share a port with HTTP.
 pub async fn routes(server: Arc<FeatureServer>) -> axum::Router {
     let max = server.settings().max_request_bytes;
+    let server_for_push = server.clone();
     let serving = ServingServiceServer::new(GrpcApi { server })
         // A hard ceiling on what the transport decodes at all; requests
         // between the configured limit and this get RESOURCE_EXHAUSTED from
@@ -34,6 +37,9 @@ pub async fn routes(server: Arc<FeatureServer>) -> axum::Router {
     // Serving status is static: readiness of the store is on /ready.
     health_reporter
         .set_serving::<ServingServiceServer<GrpcApi>>()
+        .await;
+    health_reporter
+        .set_serving::<PushServiceServer<PushApi>>()
         .await;
     // Both reflection versions: grpcurl asks v1 first, ghz and older
     // tools only know v1alpha.
@@ -48,7 +54,12 @@ pub async fn routes(server: Arc<FeatureServer>) -> axum::Router {
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
+    let push = PushServiceServer::new(PushApi {
+        server: server_for_push,
+    })
+    .max_decoding_message_size(max.saturating_mul(4));
     tonic::service::Routes::new(serving)
+        .add_service(push)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -198,6 +209,101 @@ impl GrpcApi {
             namespace,
             untyped_integers: false,
             request_data: entity_columns(message.request_context),
+        })
+    }
+}
+
+/// `larder.v1.PushService`: Feast's push API over gRPC.
+pub struct PushApi {
+    server: Arc<FeatureServer>,
+}
+
+#[tonic::async_trait]
+impl PushService for PushApi {
+    async fn push(
+        &self,
+        request: Request<lpb::PushRequest>,
+    ) -> Result<Response<lpb::PushResponse>, Status> {
+        let caller = self
+            .server
+            .authenticate_for(
+                "grpc",
+                "Push",
+                request
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .await?;
+        let request = match self.to_domain(request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.server.record_rejected("grpc", "Push", &e);
+                return Err(e.into());
+            }
+        };
+        let outcome = self.server.push("grpc", &caller, request).await?;
+        Ok(Response::new(lpb::PushResponse {
+            rows: outcome.rows as u64,
+            views: outcome
+                .views
+                .into_iter()
+                .map(|(feature_view, online, offline)| lpb::ViewWrite {
+                    feature_view,
+                    online_rows: online as u64,
+                    offline_rows: offline,
+                })
+                .collect(),
+        }))
+    }
+}
+
+impl PushApi {
+    fn to_domain(
+        &self,
+        request: Request<lpb::PushRequest>,
+    ) -> Result<crate::ingest::push::PushRequest, ServingError> {
+        use crate::ingest::PushTo;
+        let namespace =
+            super::namespace_header(request.metadata().get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
+        let message = request.into_inner();
+        let max = self.server.settings().max_request_bytes;
+        let size = message.encoded_len();
+        if size > max {
+            return Err(ServingError::TooLarge(format!(
+                "the request is {size} bytes; the limit is {max}"
+            )));
+        }
+        let to = match lpb::PushTo::try_from(message.to) {
+            Ok(lpb::PushTo::Online) => PushTo::Online,
+            Ok(lpb::PushTo::Offline) => PushTo::Offline,
+            Ok(lpb::PushTo::OnlineAndOffline) => PushTo::OnlineAndOffline,
+            Err(_) => {
+                return Err(ServingError::InvalidArgument(format!(
+                    "to: {} is not a PushTo value",
+                    message.to
+                )));
+            }
+        };
+        let mut columns: Vec<(String, Vec<crate::offline::materialize::Raw>)> = message
+            .columns
+            .into_iter()
+            .map(|(name, values)| {
+                let values = values
+                    .val
+                    .into_iter()
+                    .map(|v| crate::ingest::decode::raw_of_value(Value::from(v)))
+                    .collect();
+                (name, values)
+            })
+            .collect();
+        // Protobuf maps have no order; sort so that errors are deterministic.
+        columns.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(crate::ingest::push::PushRequest {
+            push_source: message.push_source_name,
+            namespace,
+            columns,
+            to,
         })
     }
 }

@@ -26,6 +26,7 @@ pub fn routes(server: Arc<FeatureServer>) -> Router {
     let max = server.settings().max_request_bytes;
     Router::new()
         .route("/get-online-features", post(get_online_features))
+        .route("/push", post(push))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -167,6 +168,114 @@ async fn get_online_features(
                 Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
                 Err(e) => e.into_response(),
             }
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Feast's push body: `df` is columns by name, one value per row.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    push_source_name: String,
+    df: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    to: Option<String>,
+    // Feast's clients send these; larder always reads its current snapshot
+    // and has no write-time transforms to switch off.
+    #[serde(default)]
+    #[allow(dead_code)]
+    allow_registry_cache: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    transform_on_write: Option<bool>,
+}
+
+fn parse_push(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<crate::ingest::push::PushRequest, ServingError> {
+    use crate::ingest::decode::raw_of_json;
+    let body: PushBody = serde_json::from_slice(body)
+        .map_err(|e| ServingError::InvalidArgument(format!("request body: {e}")))?;
+    let to = match body.to.as_deref() {
+        None => crate::ingest::PushTo::Online,
+        Some(text) => crate::ingest::PushTo::parse(text)
+            .map_err(|e| ServingError::InvalidArgument(format!("to: {e}")))?,
+    };
+    let mut columns = Vec::with_capacity(body.df.len());
+    for (name, column) in body.df {
+        let serde_json::Value::Array(values) = column else {
+            return Err(ServingError::InvalidArgument(format!(
+                "df: column {name:?} must be a list of values, one per row"
+            )));
+        };
+        let values = values
+            .iter()
+            .enumerate()
+            .map(|(row, v)| {
+                raw_of_json(v).map_err(|e| {
+                    ServingError::InvalidArgument(format!("df: column {name:?}, row {row}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        columns.push((name, values));
+    }
+    let namespace = super::namespace_header(headers.get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
+    Ok(crate::ingest::push::PushRequest {
+        push_source: body.push_source_name,
+        namespace,
+        columns,
+        to,
+    })
+}
+
+/// `POST /push`: Feast's push API.
+async fn push(
+    State(server): State<Arc<FeatureServer>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match server.authenticate_for("http", "Push", authorization).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let parsed = body
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ServingError::TooLarge(format!(
+                    "the request body is larger than the limit of {} bytes",
+                    server.settings().max_request_bytes
+                ))
+            } else {
+                ServingError::InvalidArgument(format!("request body: {rejection}"))
+            }
+        })
+        .and_then(|body| parse_push(&headers, &body));
+    let request = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            server.record_rejected("http", "Push", &e);
+            return e.into_response();
+        }
+    };
+    match server.push("http", &caller, request).await {
+        Ok(outcome) => {
+            let views: Vec<serde_json::Value> = outcome
+                .views
+                .iter()
+                .map(|(name, online, offline)| {
+                    serde_json::json!({
+                        "feature_view": name,
+                        "online_rows": online,
+                        "offline_rows": offline,
+                    })
+                })
+                .collect();
+            axum::Json(serde_json::json!({ "rows": outcome.rows, "views": views })).into_response()
         }
         Err(e) => e.into_response(),
     }

@@ -85,6 +85,9 @@ pub struct FeatureServer {
     metrics: Metrics,
     /// Set when definitions come from the registry rather than a folder.
     registry_sync: Option<Arc<SyncState>>,
+    /// Where pushed rows are logged offline; `None`: pushes to the offline
+    /// store are refused.
+    offline: Option<Arc<crate::config::Config>>,
 }
 
 impl FeatureServer {
@@ -98,7 +101,105 @@ impl FeatureServer {
             settings,
             metrics: Metrics::new(),
             registry_sync: None,
+            offline: None,
         }
+    }
+
+    /// Logs pushed rows to the offline store configured in `config`
+    /// (`offline_store`, with `namespaces.<ns>.database` users).
+    pub fn with_offline_store(mut self, config: Arc<crate::config::Config>) -> Self {
+        self.offline = Some(config);
+        self
+    }
+
+    /// Serves one push: authorizes `update` on every feature view the push
+    /// source feeds, checks and types the rows, and writes them through
+    /// [`crate::ingest::write::write_batch`] with the views' namespace's
+    /// credentials.
+    pub async fn push(
+        &self,
+        api: &'static str,
+        caller: &Caller,
+        request: crate::ingest::push::PushRequest,
+    ) -> Result<crate::ingest::push::PushOutcome, ServingError> {
+        use crate::ingest::push;
+        let started = Instant::now();
+        let snapshot = self.snapshot.load_full();
+        let (namespace, source) = {
+            let (ns, name) = push::source_of(&request, &self.settings.default_namespace);
+            (ns.to_owned(), name.to_owned())
+        };
+        let span = tracing::info_span!(
+            "push",
+            api,
+            namespace = %namespace,
+            source = %source,
+            rows = tracing::field::Empty,
+        );
+        let result = async {
+            let views = push::target_views(&snapshot, &namespace, &source)?;
+            if !self.auth.is_disabled() {
+                for view in &views {
+                    self.auth
+                        .authorize(
+                            caller,
+                            "update",
+                            "featureviews",
+                            &namespace,
+                            &view.view.name,
+                        )
+                        .await?;
+                }
+            }
+            let rows = request.columns.first().map_or(0, |(_, v)| v.len());
+            let max = self.settings.limits.max_entity_rows;
+            if rows > max {
+                return Err(ServingError::TooLarge(format!(
+                    "the push holds {rows} rows; the limit is {max} (serve.max_entity_rows)"
+                )));
+            }
+            tracing::Span::current().record("rows", rows);
+            let to = request.to;
+            let plan = push::plan(&snapshot, &namespace, views, request)?;
+            let offline = match (&self.offline, to.offline()) {
+                (Some(config), true) => Some(
+                    crate::offline::OfflineStore::for_namespace(config, &namespace)
+                        .map_err(|e| ServingError::Internal(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            let online = self.store_of_namespace(&namespace);
+            let mut outcome = push::PushOutcome {
+                rows,
+                views: Vec::with_capacity(plan.views.len()),
+            };
+            for (view, rows) in &plan.views {
+                let written = crate::ingest::write::write_batch(
+                    plan.defs,
+                    view,
+                    rows,
+                    to,
+                    online,
+                    offline.as_ref(),
+                )
+                .await?;
+                outcome
+                    .views
+                    .push((view.view.name.clone(), written.online, written.offline));
+            }
+            Ok(outcome)
+        }
+        .instrument(span.clone())
+        .await;
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                tracing::debug!(parent: &span, error = %e, "push failed");
+                e.code()
+            }
+        };
+        self.record(api, "Push", code, started.elapsed());
+        result
     }
 
     /// Checks every request's token and each feature view, feature service
@@ -162,9 +263,21 @@ impl FeatureServer {
         api: &'static str,
         header: Option<&str>,
     ) -> Result<Caller, ServingError> {
+        self.authenticate_for(api, "GetOnlineFeatures", header)
+            .await
+    }
+
+    /// [`FeatureServer::authenticate`] for another method, which names it
+    /// in the metrics of refused requests.
+    pub async fn authenticate_for(
+        &self,
+        api: &'static str,
+        method: &'static str,
+        header: Option<&str>,
+    ) -> Result<Caller, ServingError> {
         self.auth.authenticate(header).await.map_err(|e| {
             let e = ServingError::from(e);
-            self.record_rejected(api, "GetOnlineFeatures", &e);
+            self.record_rejected(api, method, &e);
             e
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod jwt;
+pub mod kafka;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
