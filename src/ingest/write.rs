@@ -75,14 +75,7 @@ pub async fn write_batch(
         // their own names, newer-only like the rows themselves.
         for odfv in defs.derived_from(&view.view.name) {
             let Some(stored) = &odfv.stored else { continue };
-            let (derived, errors) = odfv.derive_rows(rows);
-            if errors > 0 {
-                tracing::warn!(
-                    view = %odfv.odfv.name,
-                    errors,
-                    "on-demand expressions failed on some rows; those values are stored as null"
-                );
-            }
+            let (derived, _) = odfv.derive_rows(rows);
             online.write_rows(stored, &derived).await.map_err(|e| {
                 IngestError::online(
                     e,

@@ -454,14 +454,7 @@ impl Reader {
         let mut derived = Vec::new();
         for odfv in &self.derived {
             let Some(stored) = &odfv.stored else { continue };
-            let (rows, errors) = odfv.derive_rows(rows);
-            if errors > 0 {
-                tracing::warn!(
-                    view = %odfv.odfv.name,
-                    errors,
-                    "on-demand expressions failed on some rows; those values are stored as null"
-                );
-            }
+            let (rows, _) = odfv.derive_rows(rows);
             derived.extend(
                 crate::online::rows_to_writes(stored, &rows, self.key_version).map_err(|e| {
                     OfflineError::Invalid(format!(

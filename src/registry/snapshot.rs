@@ -66,7 +66,7 @@ impl ServedOdfv {
 
     /// For a view computed at write time: its rows computed from rows of
     /// its source view (same keys, same event time). Returns the rows and
-    /// how many values failed at run time (stored as null).
+    /// how many values failed at run time (stored as null, and logged).
     pub fn derive_rows(&self, rows: &[ViewRow]) -> (Vec<ViewRow>, usize) {
         let mut errors = 0;
         let mut out = Vec::with_capacity(rows.len());
@@ -102,6 +102,13 @@ impl ServedOdfv {
                 event_time: row.event_time,
                 values,
             });
+        }
+        if errors > 0 {
+            tracing::warn!(
+                view = %self.odfv.name,
+                errors,
+                "on-demand expressions failed on some rows; those values are stored as null"
+            );
         }
         (out, errors)
     }

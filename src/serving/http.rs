@@ -131,24 +131,13 @@ async fn get_online_features(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = bearer(&headers);
     let caller = match server.authenticate("http", authorization).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let parsed = body
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ServingError::TooLarge(format!(
-                    "the request body is larger than the limit of {} bytes",
-                    server.settings().max_request_bytes
-                ))
-            } else {
-                ServingError::InvalidArgument(format!("request body: {rejection}"))
-            }
-        })
+        .map_err(|rejection| body_error(&server, &rejection))
         .and_then(|body| parse_request(&headers, &body));
     let request = match parsed {
         Ok(r) => r,
@@ -236,24 +225,13 @@ async fn push(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = bearer(&headers);
     let caller = match server.authenticate_for("http", "Push", authorization).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let parsed = body
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ServingError::TooLarge(format!(
-                    "the request body is larger than the limit of {} bytes",
-                    server.settings().max_request_bytes
-                ))
-            } else {
-                ServingError::InvalidArgument(format!("request body: {rejection}"))
-            }
-        })
+        .map_err(|rejection| body_error(&server, &rejection))
         .and_then(|body| parse_push(&headers, &body));
     let request = match parsed {
         Ok(r) => r,
@@ -278,6 +256,25 @@ async fn push(
             axum::Json(serde_json::json!({ "rows": outcome.rows, "views": views })).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// The `Authorization` header's value, when it is text.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Why a request body could not be read: too large (413), or otherwise bad.
+fn body_error(server: &FeatureServer, rejection: &BytesRejection) -> ServingError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ServingError::TooLarge(format!(
+            "the request body is larger than the limit of {} bytes",
+            server.settings().max_request_bytes
+        ))
+    } else {
+        ServingError::InvalidArgument(format!("request body: {rejection}"))
     }
 }
 
