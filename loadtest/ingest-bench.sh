@@ -19,7 +19,7 @@
 # starts tansu), PostgreSQL taking user postgres without a password (PGHOST,
 # PGPORT, PGUSER), psql, redis-server, redis-cli, python3. Builds larder and
 # larder-load in release mode. Creates its own database, Redis (free port,
-# temporary folder) and topics, and removes the database and Redis at exit.
+# temporary folder) and topics, and removes all three at exit.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -53,8 +53,12 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/larder-ingest-bench.XXXXXX")
 REDIS_PID=
 INGEST_PID=
 DB_CREATED=0
+TOPICS=()
 cleanup() {
     if [ -n "$INGEST_PID" ]; then kill "$INGEST_PID" 2>/dev/null || true; fi
+    if [ "${#TOPICS[@]}" -gt 0 ]; then
+        "$LOAD" delete-topics --bootstrap "$KAFKA" "${TOPICS[@]}" || true
+    fi
     if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
     if [ "$DB_CREATED" = 1 ]; then
         psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
@@ -159,6 +163,7 @@ echo "== throughput: $MESSAGES messages, $DRIVERS drivers, $PARTITIONS partition
 rates=()
 for run in $(seq 1 "$RUNS"); do
     topic=ingest-bench-$$-tp-$run
+    TOPICS+=("$topic")
     reset_stores
     write_definitions "$topic" earliest
     "$LOAD" produce --bootstrap "$KAFKA" --topic "$topic" --partitions "$PARTITIONS" \
@@ -200,6 +205,7 @@ p50s=()
 p99s=()
 for run in $(seq 1 "$RUNS"); do
     topic=ingest-bench-$$-fr-$run
+    TOPICS+=("$topic")
     reset_stores
     "$LOAD" produce --bootstrap "$KAFKA" --topic "$topic" --partitions "$PARTITIONS" \
         --messages 1 --drivers 1 >/dev/null 2>&1

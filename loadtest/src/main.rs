@@ -68,6 +68,8 @@ enum Command {
     Run(RunArgs),
     /// Send driver locations to a Kafka topic (for `larder ingest`).
     Produce(produce::ProduceArgs),
+    /// Delete Kafka topics (a benchmark's own, when it ends).
+    DeleteTopics(produce::DeleteArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -139,6 +141,7 @@ async fn main() -> Result<()> {
         }
         Command::Run(args) => run(args).await,
         Command::Produce(args) => produce::run(args).await,
+        Command::DeleteTopics(args) => produce::delete_topics(args).await,
     }
 }
 

@@ -35,6 +35,42 @@ pub struct ProduceArgs {
     partitions: Option<i32>,
 }
 
+/// `larder-load delete-topics`: removes topics a benchmark made.
+#[derive(clap::Args, Clone)]
+pub struct DeleteArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    topics: Vec<String>,
+}
+
+/// Deletes the topics; ones that do not exist are skipped.
+pub async fn delete_topics(args: DeleteArgs) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    if args.topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let names: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+    for r in admin
+        .delete_topics(
+            &names,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .context("deleting topics")?
+    {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((t, e)) => eprintln!("deleting topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
 /// Creates `topic` unless it exists.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -441,7 +441,13 @@ async fn write_and_commit(
                         plan.defs(),
                         view,
                         rows,
-                        PushTo::OnlineAndOffline,
+                        // A view kept offline only (online: false) is
+                        // logged, not served.
+                        if view.view.online {
+                            PushTo::OnlineAndOffline
+                        } else {
+                            PushTo::Offline
+                        },
                         online,
                         Some(offline),
                     )

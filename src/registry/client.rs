@@ -106,7 +106,13 @@ fn read_manifests(path: &Path) -> Result<Vec<serde_json::Value>> {
             }
         }
     }
-    out.sort_by_key(|m| rank(m["kind"].as_str().unwrap_or_default()));
+    // Push and Kafka sources name a batch source: they go after it.
+    out.sort_by_key(|m| {
+        (
+            rank(m["kind"].as_str().unwrap_or_default()),
+            matches!(m["spec"]["type"].as_str(), Some("push" | "kafka")),
+        )
+    });
     Ok(out)
 }
 
