@@ -10,7 +10,7 @@ use prost::Message;
 
 use larder::definitions::parse_documents;
 use larder::model::{EventTime, Value, ValueType};
-use larder::online::codec;
+use larder::online::{ReadResult, codec};
 use larder::online::layout::{KeyVersion, feature_field, redis_key};
 use larder::registry::RegistrySnapshot;
 use larder::serving::online::plan;
@@ -76,7 +76,7 @@ fn request(rows: usize) -> OnlineRequest {
 }
 
 /// What Redis would return for a plan: every field present.
-fn stored(rows: usize) -> Vec<Vec<Option<Vec<u8>>>> {
+fn stored(rows: usize) -> ReadResult {
     let now = EventTime::now();
     (0..rows)
         .map(|r| {

@@ -64,6 +64,7 @@ async fn read_back(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> V
         .read(&reads)
         .await
         .unwrap()
+        .to_vecs()
         .into_iter()
         .map(|fields| {
             let ts = codec::decode_timestamp(fields[0].as_deref().unwrap()).unwrap();
@@ -347,7 +348,8 @@ async fn sqlite_key_ttl_drops_expired_keys() {
             fields: vec![&view.ts_field],
         }])
         .await
-        .unwrap();
+        .unwrap()
+        .to_vecs();
     assert_eq!(got, vec![vec![None]]);
     // An older write after expiry is written: nothing is stored any more.
     assert_eq!(
@@ -403,8 +405,8 @@ async fn hgetall_reads_answer_like_hmget() {
             ],
         })
         .collect();
-    let a = hmget.read(&reads).await.unwrap();
-    let b = hgetall.read(&reads).await.unwrap();
+    let a = hmget.read(&reads).await.unwrap().to_vecs();
+    let b = hgetall.read(&reads).await.unwrap().to_vecs();
     assert_eq!(a, b);
     assert_eq!(
         common::hex(a[0][0].as_deref().unwrap()),
@@ -446,5 +448,185 @@ async fn redis_over_a_unix_socket() {
     assert_eq!(
         read_back(&tcp, &view, &[77]).await,
         [(1_700_000_000, 1_700_000_000)]
+    );
+}
+
+/// Reads of `drivers`' trips through one store.
+async fn trips_of(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> Vec<Option<i64>> {
+    let trips = view.feature_index("trips").unwrap();
+    let keys: Vec<Vec<u8>> = drivers
+        .iter()
+        .map(|d| {
+            layout::redis_key(
+                &["driver_id"],
+                &[&Value::Int64(*d)],
+                &view.project,
+                layout::KeyVersion::V3,
+            )
+            .unwrap()
+        })
+        .collect();
+    let reads: Vec<KeyRead> = keys
+        .iter()
+        .map(|k| KeyRead {
+            key: k.clone(),
+            fields: vec![&view.feature_fields[1], &view.feature_fields[trips]],
+        })
+        .collect();
+    let got = store.read(&reads).await.unwrap();
+    assert_eq!(got.len(), drivers.len());
+    (0..got.len())
+        .map(|k| {
+            got.get(k, 1).map(|b| match codec::decode_value(b).unwrap() {
+                Value::Int64(t) => t,
+                other => panic!("trips is INT64, found {other:?}"),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_sharing_connections_each_get_their_own_replies() {
+    let redis = RedisServer::start();
+    let store = Arc::new(OnlineStore::Redis(
+        larder::online::RedisStore::new(larder::online::RedisSettings {
+            url: redis.url(),
+            connections: 2,
+            ..Default::default()
+        })
+        .unwrap(),
+    ));
+    let view = daily_view();
+    let rows: Vec<ViewRow> = (1..=300).map(|d| row(d, 1_700_000_000 + d)).collect();
+    store.write_rows(&view, &rows).await.unwrap();
+    // One value larger than a socket read, so replies arrive in pieces.
+    let mut big = row(1000, 1_700_001_000);
+    big.values[1] = Value::String("x".repeat(300_000));
+    store.write_rows(&view, &[big]).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200i64 {
+        let (store, view) = (store.clone(), view.clone());
+        tasks.spawn(async move {
+            let first = (i * 7) % 300 + 1;
+            let mut drivers: Vec<i64> = (first..first + 1 + i % 60).collect();
+            if i % 10 == 0 {
+                drivers.push(1000);
+            }
+            drivers.push(5000 + i); // never written
+            let got = trips_of(&store, &view, &drivers).await;
+            for (d, t) in drivers.iter().zip(got) {
+                let want = match *d {
+                    d if d <= 300 => Some(1_700_000_000 + d),
+                    1000 => Some(1_700_001_000),
+                    _ => None,
+                };
+                assert_eq!(t, want, "driver {d} in read {i}");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_read_leaves_the_connection_in_step() {
+    let redis = RedisServer::start();
+    let store = OnlineStore::Redis(
+        larder::online::RedisStore::new(larder::online::RedisSettings {
+            url: redis.url(),
+            connections: 1,
+            timeout: Duration::from_millis(150),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let view = daily_view();
+    store
+        .write_rows(&view, &[row(1, 1_700_000_001), row(2, 1_700_000_002)])
+        .await
+        .unwrap();
+    assert_eq!(
+        trips_of(&store, &view, &[1]).await,
+        vec![Some(1_700_000_001)]
+    );
+    // Redis holds every client's commands for a while: the read gives up,
+    // and its reply arrives later on the same connection.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("ALL")
+        .query(&mut redis.conn())
+        .unwrap();
+    let key = layout::redis_key(
+        &["driver_id"],
+        &[&Value::Int64(1)],
+        &view.project,
+        layout::KeyVersion::V3,
+    )
+    .unwrap();
+    let err = store
+        .read(&[KeyRead {
+            key,
+            fields: vec![&view.ts_field],
+        }])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The next read gets its own reply, not the late one.
+    assert_eq!(
+        trips_of(&store, &view, &[2, 1]).await,
+        vec![Some(1_700_000_002), Some(1_700_000_001)]
+    );
+}
+
+#[tokio::test]
+async fn wrong_redis_credentials_are_denied_on_reads_and_ping() {
+    let redis = RedisServer::start();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("reader")
+        .arg("on")
+        .arg(">right")
+        .arg("~*")
+        .arg("+@read")
+        .arg("+ping")
+        .query(&mut redis.conn())
+        .unwrap();
+    let store = |password: &str| {
+        OnlineStore::Redis(
+            larder::online::RedisStore::new(larder::online::RedisSettings {
+                url: redis.url(),
+                credentials: Some(larder::online::RedisCredentials {
+                    username: "reader".into(),
+                    password: password.into(),
+                }),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    };
+    let view = daily_view();
+    let good = store("right");
+    good.ping().await.unwrap();
+    assert_eq!(trips_of(&good, &view, &[7]).await, vec![None]);
+    let bad = store("wrong");
+    let err = bad.ping().await.unwrap_err();
+    assert!(
+        matches!(err, larder::online::StoreError::Denied(_)),
+        "{err:?}"
+    );
+    let err = bad
+        .read(&[KeyRead {
+            key: b"k".to_vec(),
+            fields: vec![&view.ts_field],
+        }])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, larder::online::StoreError::Denied(_)),
+        "{err:?}"
     );
 }

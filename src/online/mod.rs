@@ -9,10 +9,13 @@
 
 pub mod codec;
 pub mod layout;
+mod redis_pipe;
 mod redis_store;
 mod sqlite_store;
 
 use std::time::Duration;
+
+use bytes::Bytes;
 
 pub use redis_store::{ReadCommand, RedisCredentials, RedisSettings, RedisStore};
 pub use sqlite_store::SqliteStore;
@@ -30,7 +33,126 @@ pub struct KeyRead<'a> {
 
 /// For each [`KeyRead`], the stored bytes of each requested field, in the
 /// same order; `None` where nothing is stored.
-pub type ReadResult = Vec<Vec<Option<Vec<u8>>>>;
+///
+/// The bytes stay where the store's reply put them: the Redis back end
+/// hands over its reply buffers and records where each field sits in them,
+/// so a read copies no stored value and allocates nothing per field.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    /// Reply buffers the cells point into.
+    chunks: Vec<Bytes>,
+    /// Every key's fields, key after key.
+    cells: Vec<Cell>,
+    /// Where each key's cells begin in `cells`; one more entry than keys.
+    starts: Vec<usize>,
+}
+
+/// Where one field's bytes sit: a range of a chunk, or nothing stored.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    chunk: u32,
+    start: u32,
+    end: u32,
+}
+
+impl Cell {
+    const NONE: Cell = Cell {
+        chunk: u32::MAX,
+        start: 0,
+        end: 0,
+    };
+}
+
+impl ReadResult {
+    /// An empty result with room for `keys` keys of `fields` fields each.
+    pub fn with_capacity(keys: usize, fields: usize) -> Self {
+        let mut starts = Vec::with_capacity(keys + 1);
+        starts.push(0);
+        ReadResult {
+            chunks: Vec::with_capacity(keys),
+            cells: Vec::with_capacity(keys * fields),
+            starts,
+        }
+    }
+
+    /// How many keys were read.
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The stored bytes of field `field` of key `key`, if any.
+    pub fn get(&self, key: usize, field: usize) -> Option<&[u8]> {
+        let (start, end) = (*self.starts.get(key)?, *self.starts.get(key + 1)?);
+        let cell = self.cells[start..end].get(field)?;
+        let chunk = self.chunks.get(cell.chunk as usize)?;
+        chunk.get(cell.start as usize..cell.end as usize)
+    }
+
+    /// Adds a buffer that cells of the following keys point into, and
+    /// returns its index.
+    pub(crate) fn push_chunk(&mut self, chunk: Bytes) -> u32 {
+        self.chunks.push(chunk);
+        (self.chunks.len() - 1) as u32
+    }
+
+    /// Adds a field of the current key: `range` of chunk `chunk`, or
+    /// nothing stored.
+    pub(crate) fn push_cell(&mut self, chunk: u32, range: Option<(usize, usize)>) {
+        self.cells.push(match range {
+            Some((start, end)) => Cell {
+                chunk,
+                start: start as u32,
+                end: end as u32,
+            },
+            None => Cell::NONE,
+        });
+    }
+
+    /// Ends the current key.
+    pub(crate) fn end_key(&mut self) {
+        self.starts.push(self.cells.len());
+    }
+
+    /// Adds a key whose fields are owned values.
+    pub fn push_owned(&mut self, fields: Vec<Option<Vec<u8>>>) {
+        for f in fields {
+            match f {
+                Some(bytes) => {
+                    let len = bytes.len();
+                    let chunk = self.push_chunk(Bytes::from(bytes));
+                    self.push_cell(chunk, Some((0, len)));
+                }
+                None => self.push_cell(u32::MAX, None),
+            }
+        }
+        self.end_key();
+    }
+
+    /// Copies the result out, key by key and field by field.
+    pub fn to_vecs(&self) -> Vec<Vec<Option<Vec<u8>>>> {
+        (0..self.len())
+            .map(|k| {
+                (0..self.starts[k + 1] - self.starts[k])
+                    .map(|f| self.get(k, f).map(<[u8]>::to_vec))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl FromIterator<Vec<Option<Vec<u8>>>> for ReadResult {
+    fn from_iter<I: IntoIterator<Item = Vec<Option<Vec<u8>>>>>(keys: I) -> Self {
+        let mut out = ReadResult::with_capacity(0, 0);
+        for k in keys {
+            out.push_owned(k);
+        }
+        out
+    }
+}
 
 /// One row of one feature view to store under one key.
 #[derive(Debug, Clone)]

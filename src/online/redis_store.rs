@@ -21,7 +21,10 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
+use redis_protocol::resp2::types::RangeFrame;
+
 use super::layout::KeyVersion;
+use super::redis_pipe::{self, Pipe, PipeError, Reply};
 use super::{KeyRead, ReadResult, RowWrite, StoreError};
 
 /// How to reach Redis.
@@ -96,9 +99,13 @@ impl Default for RedisSettings {
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     Standalone {
+        /// For writes and scripts.
         client: redis::Client,
         connections: Vec<OnceCell<ConnectionManager>>,
         next: AtomicUsize,
+        /// For reads: the same server, with larder's own reply reader.
+        info: redis::ConnectionInfo,
+        pipes: Vec<tokio::sync::Mutex<Option<Pipe>>>,
     },
     Cluster {
         client: ClusterClient,
@@ -186,6 +193,90 @@ return written
 
 /// Rows per WRITE_MANY call.
 const ROWS_PER_SCRIPT_CALL: usize = 64;
+
+/// A Redis error reply (`-NOPERM ...`, `-WRONGPASS ...`) as a store error.
+fn classify_text(text: &str) -> StoreError {
+    if text.starts_with("NOPERM") || text.contains("NOPERM") {
+        StoreError::Denied(format!("the Redis ACL user refused access (NOPERM): {text}"))
+    } else if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") {
+        StoreError::Denied(format!("Redis refused larder's credentials: {text}"))
+    } else {
+        StoreError::Failed(format!("Redis answered an error: {text}"))
+    }
+}
+
+fn pipe_error(e: PipeError) -> StoreError {
+    match e {
+        // AUTH refusals come back from connecting.
+        PipeError::Io(text) if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") => {
+            classify_text(&text)
+        }
+        PipeError::Io(_) => StoreError::Unavailable(e.to_string()),
+        PipeError::Protocol(_) => StoreError::Failed(e.to_string()),
+    }
+}
+
+/// Records one read's reply in `out`: where each requested field's bytes
+/// sit in the reply, for an HMGET reply (one entry per field) or an
+/// HGETALL reply (field/value pairs).
+fn place_reply(
+    out: &mut ReadResult,
+    read: &KeyRead<'_>,
+    reply: Reply,
+    command: ReadCommand,
+) -> Result<(), StoreError> {
+    let bad = |what: &RangeFrame| {
+        StoreError::Failed(format!(
+            "unexpected Redis reply for a hash field: {what:?}"
+        ))
+    };
+    let cell = |item: &RangeFrame| match item {
+        RangeFrame::BulkString(r) => Ok(Some(*r)),
+        RangeFrame::Null => Ok(None),
+        other => Err(bad(other)),
+    };
+    match &reply.frame {
+        RangeFrame::Array(items) if command == ReadCommand::Hmget => {
+            if items.len() != read.fields.len() {
+                return Err(StoreError::Failed(format!(
+                    "HMGET answered {} values for {} fields",
+                    items.len(),
+                    read.fields.len()
+                )));
+            }
+            let cells = items.iter().map(cell).collect::<Result<Vec<_>, _>>()?;
+            let chunk = out.push_chunk(reply.bytes.clone());
+            for c in cells {
+                out.push_cell(chunk, c);
+            }
+        }
+        RangeFrame::Array(items) => {
+            let mut cells = vec![None; read.fields.len()];
+            for pair in items.chunks(2) {
+                if let [RangeFrame::BulkString(f), value] = pair
+                    && let Some(i) = read.fields.iter().position(|x| *x == reply.slice(*f))
+                {
+                    cells[i] = cell(value)?;
+                }
+            }
+            let chunk = out.push_chunk(reply.bytes.clone());
+            for c in cells {
+                out.push_cell(chunk, c);
+            }
+        }
+        RangeFrame::Null => {
+            for _ in &read.fields {
+                out.push_cell(u32::MAX, None);
+            }
+        }
+        RangeFrame::Error(r) => {
+            return Err(classify_text(&String::from_utf8_lossy(reply.slice(*r))));
+        }
+        other => return Err(bad(other)),
+    }
+    out.end_key();
+    Ok(())
+}
 
 fn classify(e: redis::RedisError) -> StoreError {
     // NOPERM comes as the reply's code, or inside the error of a script
@@ -297,14 +388,23 @@ impl RedisStore {
                 }
                 None => info,
             };
-            let client = redis::Client::open(info)
+            let client = redis::Client::open(info.clone())
                 .map_err(|e| StoreError::Failed(format!("invalid Redis url: {e}")))?;
+            if !matches!(
+                info.addr(),
+                redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::Unix(_)
+            ) {
+                return Err(StoreError::Failed(
+                    "invalid Redis url: only redis:// and unix:// addresses are supported".into(),
+                ));
+            }
+            let n = settings.connections.max(1);
             Backend::Standalone {
                 client,
-                connections: (0..settings.connections.max(1))
-                    .map(|_| OnceCell::new())
-                    .collect(),
+                connections: (0..n).map(|_| OnceCell::new()).collect(),
                 next: AtomicUsize::new(0),
+                info,
+                pipes: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
             }
         } else {
             let mut builder = ClusterClient::builder(settings.cluster_nodes.clone());
@@ -355,6 +455,7 @@ impl RedisStore {
             client,
             connections,
             next,
+            ..
         } = &self.backend
         else {
             unreachable!("standalone() is only called in standalone mode")
@@ -382,20 +483,54 @@ impl RedisStore {
             .map_err(classify)
     }
 
+    /// A live read connection, made (again) when there is none.
+    async fn pipe(&self) -> Result<Pipe, StoreError> {
+        let Backend::Standalone {
+            info, pipes, next, ..
+        } = &self.backend
+        else {
+            unreachable!("pipe() is only called in standalone mode")
+        };
+        let slot = &pipes[next.fetch_add(1, Ordering::Relaxed) % pipes.len()];
+        let mut held = slot.lock().await;
+        if let Some(pipe) = held.as_ref().filter(|p| !p.is_closed()) {
+            return Ok(pipe.clone());
+        }
+        let pipe = redis_pipe::connect_within(info, self.settings.connect_timeout)
+            .await
+            .map_err(pipe_error)?;
+        *held = Some(pipe.clone());
+        Ok(pipe)
+    }
+
     pub async fn read(&self, reads: &[KeyRead<'_>]) -> Result<ReadResult, StoreError> {
         if reads.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ReadResult::default());
         }
         let within = self.settings.timeout;
+        let command = self.settings.read_command;
         let work = async {
-            let replies: Vec<redis::Value> = match &self.backend {
+            match &self.backend {
                 Backend::Standalone { .. } => {
-                    let mut conn = self.standalone().await?;
-                    let mut pipe = redis::pipe();
+                    let pipe = self.pipe().await?;
+                    let mut packed = Vec::with_capacity(reads.len() * 64);
                     for r in reads {
-                        pipe.add_command(self.read_command(r));
+                        self.read_command(r).write_packed_command(&mut packed);
                     }
-                    pipe.query_async(&mut conn).await.map_err(classify)?
+                    let replies = pipe.send(packed, reads.len()).await.map_err(pipe_error)?;
+                    if replies.len() != reads.len() {
+                        return Err(StoreError::Failed(format!(
+                            "Redis answered {} replies for {} reads",
+                            replies.len(),
+                            reads.len()
+                        )));
+                    }
+                    let width = reads.first().map_or(0, |r| r.fields.len());
+                    let mut out = ReadResult::with_capacity(reads.len(), width);
+                    for (r, reply) in reads.iter().zip(replies) {
+                        place_reply(&mut out, r, reply, command)?;
+                    }
+                    Ok(out)
                 }
                 Backend::Cluster { .. } => {
                     let conn = self.cluster().await?;
@@ -404,23 +539,16 @@ impl RedisStore {
                         let cmd = self.read_command(r);
                         async move { cmd.query_async::<redis::Value>(&mut conn).await }
                     });
-                    futures::future::try_join_all(calls)
+                    let replies = futures::future::try_join_all(calls)
                         .await
-                        .map_err(classify)?
+                        .map_err(classify)?;
+                    reads
+                        .iter()
+                        .zip(replies)
+                        .map(|(r, reply)| pick_fields(r, reply, command))
+                        .collect()
                 }
-            };
-            if replies.len() != reads.len() {
-                return Err(StoreError::Failed(format!(
-                    "Redis answered {} replies for {} reads",
-                    replies.len(),
-                    reads.len()
-                )));
             }
-            reads
-                .iter()
-                .zip(replies)
-                .map(|(r, reply)| pick_fields(r, reply, self.settings.read_command))
-                .collect()
         };
         tokio::time::timeout(within, work)
             .await
@@ -490,16 +618,28 @@ impl RedisStore {
         let work = async {
             let ping = redis::cmd("PING");
             match &self.backend {
+                // Readiness follows the connections reads use.
                 Backend::Standalone { .. } => {
-                    ping.query_async::<String>(&mut self.standalone().await?)
+                    let reply = self
+                        .pipe()
+                        .await?
+                        .send(ping.get_packed_command(), 1)
                         .await
+                        .map_err(pipe_error)?;
+                    match reply.first().map(|r| (r, &r.frame)) {
+                        Some((r, RangeFrame::Error(range))) => {
+                            Err(classify_text(&String::from_utf8_lossy(r.slice(*range))))
+                        }
+                        Some(_) => Ok(()),
+                        None => Err(StoreError::Failed("Redis did not answer PING".into())),
+                    }
                 }
-                Backend::Cluster { .. } => {
-                    ping.query_async::<String>(&mut self.cluster().await?).await
-                }
+                Backend::Cluster { .. } => ping
+                    .query_async::<String>(&mut self.cluster().await?)
+                    .await
+                    .map(|_| ())
+                    .map_err(classify),
             }
-            .map(|_| ())
-            .map_err(classify)
         };
         tokio::time::timeout(within, work)
             .await

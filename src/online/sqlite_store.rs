@@ -69,7 +69,7 @@ impl SqliteStore {
     pub async fn read(&self, reads: &[KeyRead<'_>]) -> Result<ReadResult, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(failed)?;
         let now = now_secs();
-        let mut out = Vec::with_capacity(reads.len());
+        let mut out = ReadResult::with_capacity(reads.len(), 0);
         for r in reads {
             let rows = sqlx::query(
                 "SELECT f.field, f.value FROM online_fields f
@@ -88,7 +88,7 @@ impl SqliteStore {
                     values[i] = Some(row.get(1));
                 }
             }
-            out.push(values);
+            out.push_owned(values);
         }
         Ok(out)
     }

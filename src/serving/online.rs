@@ -588,9 +588,8 @@ impl Plan<'_> {
             let mut times = vec![None; results.len()];
             for &k in &group.row_key {
                 if times[k].is_none() {
-                    times[k] = results[k]
-                        .get(plan.ts_pos)
-                        .and_then(|b| b.as_deref())
+                    times[k] = results
+                        .get(k, plan.ts_pos)
                         .map(|b| codec::decode_timestamp(b).unwrap_or(EventTime::EPOCH));
                 }
             }
@@ -726,7 +725,7 @@ impl Plan<'_> {
     ) -> (Value, FieldStatus, EventTime) {
         let plan = &self.views[view];
         let k = self.groups[plan.group].row_key[row];
-        match results[k].get(pos).and_then(|b| b.as_deref()) {
+        match results.get(k, pos) {
             None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
             Some(bytes) => {
                 let time = event_times[view][k].unwrap_or(EventTime::EPOCH);
