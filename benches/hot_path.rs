@@ -10,8 +10,8 @@ use prost::Message;
 
 use larder::definitions::parse_documents;
 use larder::model::{EventTime, Value, ValueType};
-use larder::online::{ReadResult, codec};
 use larder::online::layout::{KeyVersion, feature_field, redis_key};
+use larder::online::{ReadResult, codec};
 use larder::registry::RegistrySnapshot;
 use larder::serving::online::plan;
 use larder::serving::{FeatureSelection, Limits, OnlineRequest, grpc, http};

@@ -20,6 +20,11 @@ DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
 REDIS_PORT=${REDIS_PORT:-16390}
 LARDER_PORT=${LARDER_PORT:-16566}
+# A second Redis whose hashes are hash tables rather than listpacks (see
+# docs/PERFORMANCE.md, "Redis hash encoding"); TUNED=0 skips it.
+TUNED=${TUNED:-1}
+REDIS_TUNED_PORT=${REDIS_TUNED_PORT:-16391}
+LARDER_TUNED_PORT=${LARDER_TUNED_PORT:-16567}
 FEAST_PORT=${FEAST_PORT:-16600}
 FEAST_WIDE_PORT=${FEAST_WIDE_PORT:-16601}
 FEAST_WORKERS=${FEAST_WORKERS:-$(nproc)}
@@ -32,6 +37,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    redis-cli -p "$REDIS_TUNED_PORT" shutdown nosave >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -62,6 +68,17 @@ echo "== data: $ENTITIES drivers x 5 views x 10 features; $WIDE_ENTITIES drivers
 "$LOAD" generate --redis "$REDIS" --namespace loadtest-wide --entities "$WIDE_ENTITIES" --views 25 --features 10 \
     --manifests "$WORK/defs/loadtest-wide.yaml" --feast-repo "$WORK/feast-wide"
 redis-cli -p "$REDIS_PORT" info memory | grep used_memory_human
+if [ "$TUNED" = 1 ]; then
+    echo "== tuned redis on 127.0.0.1:$REDIS_TUNED_PORT: hash-max-listpack-entries 16, same $ENTITIES drivers"
+    redis-server --port "$REDIS_TUNED_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --hash-max-listpack-entries 16 \
+        --daemonize yes --dir "$WORK" --logfile "$WORK/redis-tuned.log"
+    for _ in $(seq 1 50); do redis-cli -p "$REDIS_TUNED_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "$REDIS_TUNED_PORT" flushall >/dev/null
+    "$LOAD" generate --redis "redis://127.0.0.1:$REDIS_TUNED_PORT" --namespace loadtest --entities "$ENTITIES" \
+        --views 5 --features 10
+    redis-cli -p "$REDIS_TUNED_PORT" info memory | grep used_memory_human
+fi
 
 echo "== feast 0.67.0 in $WORK/venv"
 if [ ! -x "$WORK/venv/bin/feast" ]; then
@@ -102,6 +119,12 @@ FEAST_OPTS=(-h 127.0.0.1 --no-access-log -w "$FEAST_WORKERS" --max-requests 1000
 PIDS+=($!)
 (cd "$WORK/feast-wide" && exec "$WORK/venv/bin/feast" serve -p "$FEAST_WIDE_PORT" "${FEAST_OPTS[@]}" >"$WORK/feast-wide.log" 2>&1) &
 PIDS+=($!)
+if [ "$TUNED" = 1 ]; then
+    sed -e "s/$LARDER_PORT/$LARDER_TUNED_PORT/; s/$REDIS_PORT/$REDIS_TUNED_PORT/" "$WORK/larder.yaml" >"$WORK/larder-tuned.yaml"
+    RUST_LOG=warn "$LARDER" serve -c "$WORK/larder-tuned.yaml" >"$WORK/larder-tuned.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$LARDER_TUNED_PORT/ready"
+fi
 wait_http "http://127.0.0.1:$LARDER_PORT/ready"
 wait_http "http://127.0.0.1:$FEAST_PORT/health"
 wait_http "http://127.0.0.1:$FEAST_WIDE_PORT/health"
@@ -143,7 +166,14 @@ for shape in "1 50 loadtest 5 1000" "100 50 loadtest 5 200"; do
     run "larder-http.$s.r$rate" "http://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
     run "floor.$s.r$rate" "$REDIS" "$ns" "$views" "$rows" "$features" --rate "$rate"
     run "floor-hgetall.$s.r$rate" "$REDIS" "$ns" "$views" "$rows" "$features" --rate "$rate" --read-command hgetall
+    if [ "$TUNED" = 1 ]; then
+        run "larder-grpc-ht.$s.r$rate" "grpc://127.0.0.1:$LARDER_TUNED_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
+        run "floor-ht.$s.r$rate" "redis://127.0.0.1:$REDIS_TUNED_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
+    fi
 done
+echo "== open loop: the transport alone (gRPC GetFeastServingInfo; Redis PING), 1,000/s"
+run "larder-grpc-noop.1x50.r1000" "grpc://127.0.0.1:$LARDER_PORT" loadtest 5 1 50 --rate 1000 --request noop
+run "floor-ping.1x50.r1000" "$REDIS" loadtest 5 1 50 --rate 1000 --request noop
 
 echo "== memory: larder RSS across a ${RSS_SECONDS}s run at 1x50, concurrency 16"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$LARDER_PID/status"; }

@@ -477,10 +477,11 @@ async fn trips_of(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> Ve
     assert_eq!(got.len(), drivers.len());
     (0..got.len())
         .map(|k| {
-            got.get(k, 1).map(|b| match codec::decode_value(b).unwrap() {
-                Value::Int64(t) => t,
-                other => panic!("trips is INT64, found {other:?}"),
-            })
+            got.get(k, 1)
+                .map(|b| match codec::decode_value(b).unwrap() {
+                    Value::Int64(t) => t,
+                    other => panic!("trips is INT64, found {other:?}"),
+                })
         })
         .collect()
 }

@@ -112,6 +112,11 @@ struct RunArgs {
     /// Send the namespace header (larder); Feast ignores it.
     #[arg(long, default_value_t = true)]
     namespace_header: bool,
+    /// `features`: GetOnlineFeatures. `noop`: a request the server answers
+    /// without touching its store (gRPC GetFeastServingInfo, HTTP GET
+    /// /health): what the transport alone costs.
+    #[arg(long, default_value = "features", value_parser = ["features", "noop"])]
+    request: String,
 }
 
 #[tokio::main]
@@ -233,6 +238,9 @@ impl Request {
         let ids: Vec<i64> = (0..self.args.rows)
             .map(|_| rng.below(self.args.shape.entities) as i64)
             .collect();
+        if self.args.request == "noop" {
+            return noop(target).await;
+        }
         match target {
             Target::Grpc(client) => {
                 let mut message = pb::GetOnlineFeaturesRequest {
@@ -327,6 +335,42 @@ impl Request {
                 }
             }
         }
+    }
+}
+
+/// A request the server answers without its store.
+async fn noop(target: &mut Target) -> Outcome {
+    match target {
+        Target::Grpc(client) => {
+            if let Err(e) = client.ready().await {
+                return Err(e.to_string());
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/feast.serving.ServingService/GetFeastServingInfo",
+            );
+            match client
+                .unary(tonic::Request::new(Vec::new()), path, RawCodec)
+                .await
+            {
+                Ok(_) => Ok("OK"),
+                Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+            }
+        }
+        Target::Http(client, url) => {
+            let health = url.replace("/get-online-features", "/health");
+            match client.get(health).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let _ = resp.bytes().await;
+                    Ok("200")
+                }
+                Ok(resp) => Err(format!("HTTP {}", resp.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Target::Redis(conn, _) => match redis::cmd("PING").query_async::<String>(conn).await {
+            Ok(_) => Ok("OK"),
+            Err(e) => Err(e.to_string()),
+        },
     }
 }
 

@@ -194,10 +194,52 @@ return written
 /// Rows per WRITE_MANY call.
 const ROWS_PER_SCRIPT_CALL: usize = 64;
 
+/// Appends one RESP bulk string.
+fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The read pipeline as RESP bytes. The keys of a request share their
+/// field list, so the fields are encoded once and copied after each key.
+fn pack_reads(reads: &[KeyRead<'_>], command: ReadCommand) -> Vec<u8> {
+    let mut out = Vec::with_capacity(reads.len() * 64);
+    let mut fields: Vec<u8> = Vec::new();
+    let mut fields_of: Option<&[&[u8]]> = None;
+    for r in reads {
+        match command {
+            ReadCommand::Hmget => {
+                if fields_of != Some(r.fields.as_slice()) {
+                    fields.clear();
+                    for f in &r.fields {
+                        put_bulk(&mut fields, f);
+                    }
+                    fields_of = Some(r.fields.as_slice());
+                }
+                out.push(b'*');
+                out.extend_from_slice(itoa::Buffer::new().format(2 + r.fields.len()).as_bytes());
+                out.extend_from_slice(b"\r\n$5\r\nHMGET\r\n");
+                put_bulk(&mut out, &r.key);
+                out.extend_from_slice(&fields);
+            }
+            ReadCommand::Hgetall => {
+                out.extend_from_slice(b"*2\r\n$7\r\nHGETALL\r\n");
+                put_bulk(&mut out, &r.key);
+            }
+        }
+    }
+    out
+}
+
 /// A Redis error reply (`-NOPERM ...`, `-WRONGPASS ...`) as a store error.
 fn classify_text(text: &str) -> StoreError {
     if text.starts_with("NOPERM") || text.contains("NOPERM") {
-        StoreError::Denied(format!("the Redis ACL user refused access (NOPERM): {text}"))
+        StoreError::Denied(format!(
+            "the Redis ACL user refused access (NOPERM): {text}"
+        ))
     } else if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") {
         StoreError::Denied(format!("Redis refused larder's credentials: {text}"))
     } else {
@@ -226,9 +268,7 @@ fn place_reply(
     command: ReadCommand,
 ) -> Result<(), StoreError> {
     let bad = |what: &RangeFrame| {
-        StoreError::Failed(format!(
-            "unexpected Redis reply for a hash field: {what:?}"
-        ))
+        StoreError::Failed(format!("unexpected Redis reply for a hash field: {what:?}"))
     };
     let cell = |item: &RangeFrame| match item {
         RangeFrame::BulkString(r) => Ok(Some(*r)),
@@ -513,10 +553,7 @@ impl RedisStore {
             match &self.backend {
                 Backend::Standalone { .. } => {
                     let pipe = self.pipe().await?;
-                    let mut packed = Vec::with_capacity(reads.len() * 64);
-                    for r in reads {
-                        self.read_command(r).write_packed_command(&mut packed);
-                    }
+                    let packed = pack_reads(reads, command);
                     let replies = pipe.send(packed, reads.len()).await.map_err(pipe_error)?;
                     if replies.len() != reads.len() {
                         return Err(StoreError::Failed(format!(
@@ -644,5 +681,43 @@ impl RedisStore {
         tokio::time::timeout(within, work)
             .await
             .map_err(|_| StoreError::Timeout(within))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_reads_match_the_redis_crates_encoding() {
+        let (a, b, c) = (
+            b"f1".as_slice(),
+            b"_ts:v".as_slice(),
+            b"\x00\xff".as_slice(),
+        );
+        let reads = [
+            KeyRead {
+                key: b"k1".to_vec(),
+                fields: vec![a, b],
+            },
+            KeyRead {
+                key: b"key\r\n2".to_vec(),
+                fields: vec![a, b],
+            },
+            KeyRead {
+                key: Vec::new(),
+                fields: vec![c],
+            },
+        ];
+        for command in [ReadCommand::Hmget, ReadCommand::Hgetall] {
+            let mut pipe = redis::pipe();
+            for r in &reads {
+                match command {
+                    ReadCommand::Hmget => pipe.cmd("HMGET").arg(&r.key).arg(&r.fields),
+                    ReadCommand::Hgetall => pipe.cmd("HGETALL").arg(&r.key),
+                };
+            }
+            assert_eq!(pack_reads(&reads, command), pipe.get_packed_pipeline());
+        }
     }
 }
