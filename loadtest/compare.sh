@@ -28,6 +28,10 @@ LARDER_TUNED_PORT=${LARDER_TUNED_PORT:-16567}
 FEAST_PORT=${FEAST_PORT:-16600}
 FEAST_WIDE_PORT=${FEAST_WIDE_PORT:-16601}
 FEAST_WORKERS=${FEAST_WORKERS:-$(nproc)}
+# larder's runtime threads. On this machine's 2 cores, shared with Redis
+# and the load generator, one thread serves more and faster than two
+# (docs/PERFORMANCE.md); a server with cores of its own uses them all.
+LARDER_WORKERS=${LARDER_WORKERS:-1}
 RSS_SECONDS=${RSS_SECONDS:-60}
 if [ -n "${QUICK:-}" ]; then DURATION=4s; WARMUP=1s; RSS_SECONDS=20; fi
 
@@ -110,7 +114,7 @@ online_store:
   redis:
     url: $REDIS
 EOF
-RUST_LOG=warn "$LARDER" serve -c "$WORK/larder.yaml" >"$WORK/larder.log" 2>&1 &
+TOKIO_WORKER_THREADS=$LARDER_WORKERS RUST_LOG=warn "$LARDER" serve -c "$WORK/larder.yaml" >"$WORK/larder.log" 2>&1 &
 LARDER_PID=$!
 PIDS+=("$LARDER_PID")
 # Feast gets every core and no periodic worker restarts: its best showing.
@@ -121,7 +125,7 @@ PIDS+=($!)
 PIDS+=($!)
 if [ "$TUNED" = 1 ]; then
     sed -e "s/$LARDER_PORT/$LARDER_TUNED_PORT/; s/$REDIS_PORT/$REDIS_TUNED_PORT/" "$WORK/larder.yaml" >"$WORK/larder-tuned.yaml"
-    RUST_LOG=warn "$LARDER" serve -c "$WORK/larder-tuned.yaml" >"$WORK/larder-tuned.log" 2>&1 &
+    TOKIO_WORKER_THREADS=$LARDER_WORKERS RUST_LOG=warn "$LARDER" serve -c "$WORK/larder-tuned.yaml" >"$WORK/larder-tuned.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$LARDER_TUNED_PORT/ready"
 fi

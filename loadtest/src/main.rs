@@ -9,7 +9,7 @@
 //!   concurrency, for maximum throughput). Targets: larder or Feast gRPC
 //!   (`grpc://host:port`), any Feast-style HTTP server
 //!   (`http://host:port`), and the floor: the same Redis pipeline larder
-//!   would send, issued directly (`redis://host:port`).
+//!   would send, issued directly through larder's own Redis reader (`redis://host:port`).
 //!
 //! - `produce`: driver locations into a Kafka topic, for `larder ingest`.
 //!
@@ -32,7 +32,7 @@ use prost::Message;
 
 use dataset::Shape;
 use larder::model::Value;
-use larder::online::layout;
+use larder::online::{KeyRead, OnlineStore, ReadCommand, RedisSettings, RedisStore, layout};
 use larder::proto::feast::serving as pb;
 use larder::proto::feast::types as pbt;
 
@@ -155,7 +155,8 @@ async fn main() -> Result<()> {
 enum Target {
     Grpc(tonic::client::Grpc<tonic::transport::Channel>),
     Http(reqwest::Client, String),
-    Redis(redis::aio::MultiplexedConnection, Arc<Vec<Vec<u8>>>),
+    /// The floor: larder's own Redis reader, without a server around it.
+    Redis(Arc<OnlineStore>, Arc<Vec<Vec<u8>>>),
 }
 
 /// What a request came back as: a status name, or an error message.
@@ -310,10 +311,12 @@ impl Request {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Target::Redis(conn, fields) => {
-                // The pipeline larder sends: one HMGET per distinct key.
+            Target::Redis(store, fields) => {
+                // The pipeline larder sends, one read per distinct key,
+                // through larder's own Redis reader.
                 let project = self.args.shape.project();
-                let mut pipe = redis::pipe();
+                let field_refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+                let mut reads: Vec<KeyRead<'_>> = Vec::with_capacity(ids.len());
                 let mut seen = Vec::with_capacity(ids.len());
                 for id in ids {
                     if seen.contains(&id) {
@@ -327,9 +330,12 @@ impl Request {
                         layout::KeyVersion::V3,
                     )
                     .map_err(|e| e.to_string())?;
-                    pipe.cmd("HMGET").arg(key).arg(fields.as_slice());
+                    reads.push(KeyRead {
+                        key,
+                        fields: field_refs.clone(),
+                    });
                 }
-                match pipe.query_async::<Vec<Vec<Option<Vec<u8>>>>>(conn).await {
+                match store.read(&reads).await {
                     Ok(_) => Ok("OK"),
                     Err(e) => Err(e.to_string()),
                 }
@@ -367,8 +373,8 @@ async fn noop(target: &mut Target) -> Outcome {
                 Err(e) => Err(e.to_string()),
             }
         }
-        Target::Redis(conn, _) => match redis::cmd("PING").query_async::<String>(conn).await {
-            Ok(_) => Ok("OK"),
+        Target::Redis(store, _) => match store.ping().await {
+            Ok(()) => Ok("OK"),
             Err(e) => Err(e.to_string()),
         },
     }
@@ -418,15 +424,19 @@ async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
             url,
         )
     } else if t.starts_with("redis://") {
-        // Nagle off, as larder sets it for its own Redis connections.
-        use redis::IntoConnectionInfo;
-        let info = t
-            .as_str()
-            .into_connection_info()?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
+        let store = RedisStore::new(RedisSettings {
+            url: t.clone(),
+            read_command: if args.read_command == "hgetall" {
+                ReadCommand::Hgetall
+            } else {
+                ReadCommand::Hmget
+            },
+            timeout: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         Target::Redis(
-            client.get_multiplexed_async_connection().await?,
+            Arc::new(OnlineStore::Redis(store)),
             Arc::new(floor_fields(&args.shape, args.request_features)),
         )
     } else {

@@ -203,21 +203,16 @@ where
                 }
             }
             job = maybe((open && unsent.len() < MAX_UNSENT).then(|| jobs.recv())) => {
-                match job {
-                    None => open = false,
-                    // Its caller gave up before it was sent: skip it.
-                    Some(job) if job.done.is_closed() => {}
-                    Some(job) if job.replies == 0 => {
-                        let _ = job.done.send(Ok(Vec::new()));
-                    }
-                    Some(job) => {
-                        unsent.extend_from_slice(&job.bytes);
-                        waiting.push_back(Waiting {
-                            replies: job.replies,
-                            got: Vec::with_capacity(job.replies),
-                            done: job.done,
-                        });
-                    }
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                queue(job, &mut unsent, &mut waiting);
+                // Everything else already queued leaves in the same write.
+                while unsent.len() < MAX_UNSENT
+                    && let Ok(job) = jobs.try_recv()
+                {
+                    queue(job, &mut unsent, &mut waiting);
                 }
             }
         }
@@ -229,6 +224,24 @@ where
     while let Ok(job) = jobs.try_recv() {
         let _ = job.done.send(Err(failure.clone()));
     }
+}
+
+/// Adds a pipeline to the bytes to send and the replies to wait for.
+fn queue(job: Job, unsent: &mut Vec<u8>, waiting: &mut VecDeque<Waiting>) {
+    if job.done.is_closed() {
+        // Its caller gave up before it was sent: skip it.
+        return;
+    }
+    if job.replies == 0 {
+        let _ = job.done.send(Ok(Vec::new()));
+        return;
+    }
+    unsent.extend_from_slice(&job.bytes);
+    waiting.push_back(Waiting {
+        replies: job.replies,
+        got: Vec::with_capacity(job.replies),
+        done: job.done,
+    });
 }
 
 /// Hands every complete reply in `input` to the pipeline it answers.
