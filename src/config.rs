@@ -149,7 +149,8 @@ pub struct RedisConfig {
     pub entity_key_serialization_version: u8,
     #[serde(with = "duration_text")]
     pub key_ttl: Duration,
-    /// `hmget` (the wanted fields) or `hgetall` (the whole hash).
+    /// `auto` (chosen per key), `hmget` (the wanted fields) or `hgetall`
+    /// (the whole hash).
     pub read_command: ReadCommandConfig,
 }
 
@@ -158,6 +159,7 @@ pub struct RedisConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ReadCommandConfig {
     #[default]
+    Auto,
     Hmget,
     Hgetall,
 }
@@ -173,7 +175,7 @@ impl Default for RedisConfig {
             connect_timeout: d.connect_timeout,
             entity_key_serialization_version: d.entity_key_serialization_version.into(),
             key_ttl: d.key_ttl,
-            read_command: ReadCommandConfig::Hmget,
+            read_command: ReadCommandConfig::Auto,
         }
     }
 }
@@ -578,6 +580,7 @@ impl Config {
             })?,
             key_ttl: r.key_ttl,
             read_command: match r.read_command {
+                ReadCommandConfig::Auto => ReadCommand::Auto,
                 ReadCommandConfig::Hmget => ReadCommand::Hmget,
                 ReadCommandConfig::Hgetall => ReadCommand::Hgetall,
             },
@@ -691,7 +694,7 @@ mod tests {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/larder.yaml");
         let c = Config::load(Some(&file)).unwrap();
         assert_eq!(c.serve.listen.port(), 6566);
-        assert_eq!(c.online_store.redis.read_command, ReadCommandConfig::Hmget);
+        assert_eq!(c.online_store.redis.read_command, ReadCommandConfig::Auto);
     }
 
     #[test]

@@ -58,6 +58,7 @@ async fn read_back(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> V
         .map(|k| KeyRead {
             key: k.clone(),
             fields: vec![&view.ts_field, &view.feature_fields[trips]],
+            stored_fields: 0,
         })
         .collect();
     store
@@ -346,6 +347,7 @@ async fn sqlite_key_ttl_drops_expired_keys() {
         .read(&[KeyRead {
             key,
             fields: vec![&view.ts_field],
+            stored_fields: 0,
         }])
         .await
         .unwrap()
@@ -403,6 +405,7 @@ async fn hgetall_reads_answer_like_hmget() {
                 &rider,
                 &view.feature_fields[0],
             ],
+            stored_fields: 0,
         })
         .collect();
     let a = hmget.read(&reads).await.unwrap().to_vecs();
@@ -471,6 +474,7 @@ async fn trips_of(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> Ve
         .map(|k| KeyRead {
             key: k.clone(),
             fields: vec![&view.feature_fields[1], &view.feature_fields[trips]],
+            stored_fields: 0,
         })
         .collect();
     let got = store.read(&reads).await.unwrap();
@@ -571,6 +575,7 @@ async fn a_timed_out_read_leaves_the_connection_in_step() {
         .read(&[KeyRead {
             key,
             fields: vec![&view.ts_field],
+            stored_fields: 0,
         }])
         .await
         .unwrap_err();
@@ -623,6 +628,7 @@ async fn wrong_redis_credentials_are_denied_on_reads_and_ping() {
         .read(&[KeyRead {
             key: b"k".to_vec(),
             fields: vec![&view.ts_field],
+            stored_fields: 0,
         }])
         .await
         .unwrap_err();

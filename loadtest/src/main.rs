@@ -103,7 +103,7 @@ struct RunArgs {
     label: String,
     /// For the redis:// floor: read with `hmget` (the listed fields) or
     /// `hgetall` (the whole hash).
-    #[arg(long, default_value = "hmget", value_parser = ["hmget", "hgetall"])]
+    #[arg(long, default_value = "hmget", value_parser = ["hmget", "hgetall", "auto"])]
     read_command: String,
     /// gRPC connections to spread requests over (HTTP uses one per request
     /// in flight).
@@ -333,6 +333,8 @@ impl Request {
                     reads.push(KeyRead {
                         key,
                         fields: field_refs.clone(),
+                        // Every view of the data set is stored under the key.
+                        stored_fields: self.args.shape.views * (self.args.shape.features + 1),
                     });
                 }
                 match store.read(&reads).await {
@@ -426,10 +428,10 @@ async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
     } else if t.starts_with("redis://") {
         let store = RedisStore::new(RedisSettings {
             url: t.clone(),
-            read_command: if args.read_command == "hgetall" {
-                ReadCommand::Hgetall
-            } else {
-                ReadCommand::Hmget
+            read_command: match args.read_command.as_str() {
+                "hgetall" => ReadCommand::Hgetall,
+                "auto" => ReadCommand::Auto,
+                _ => ReadCommand::Hmget,
             },
             timeout: Duration::from_secs(10),
             ..Default::default()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{FeatureRef, Value, ValueType};
 
 /// A join key and its declared type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JoinKey {
     pub name: String,
     pub value_type: ValueType,

@@ -29,6 +29,10 @@ use layout::KeyVersion;
 pub struct KeyRead<'a> {
     pub key: Vec<u8>,
     pub fields: Vec<&'a [u8]>,
+    /// How many fields the definitions store under this key (every view
+    /// sharing it: its features and `_ts` field); 0 when not known. Lets
+    /// the store choose between fetching fields and the whole hash.
+    pub stored_fields: usize,
 }
 
 /// For each [`KeyRead`], the stored bytes of each requested field, in the

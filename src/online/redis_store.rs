@@ -69,14 +69,40 @@ impl std::fmt::Debug for RedisCredentials {
 }
 
 /// HMGET asks for the wanted fields; HGETALL fetches the whole hash and
-/// larder picks them out. Measured on Redis 7.0 (docs/PERFORMANCE.md), HMGET
-/// costs Redis no more than HGETALL even when every field is wanted, and
-/// moves less data when some are not, so it is the default.
+/// larder picks them out. HMGET looks each field up, which in a small hash
+/// that Redis keeps as a listpack means scanning it once per field; HGETALL
+/// scans it once. `Auto`, the default, uses HGETALL for a key when the read
+/// wants at least half of the fields the definitions store under it and
+/// those are few enough for a listpack (Redis's default
+/// `hash-max-listpack-entries`, 128), HMGET otherwise (measured in
+/// docs/PERFORMANCE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadCommand {
     #[default]
+    Auto,
     Hmget,
     Hgetall,
+}
+
+/// Redis's default `hash-max-listpack-entries`: larger hashes are hash
+/// tables, where HMGET costs a constant per field.
+const LISTPACK_MAX_FIELDS: usize = 128;
+
+impl ReadCommand {
+    /// The command for one read: `Hmget` or `Hgetall`.
+    fn for_read(self, read: &KeyRead<'_>) -> ReadCommand {
+        match self {
+            ReadCommand::Auto
+                if read.stored_fields > 0
+                    && read.stored_fields <= LISTPACK_MAX_FIELDS
+                    && read.fields.len() * 2 >= read.stored_fields =>
+            {
+                ReadCommand::Hgetall
+            }
+            ReadCommand::Auto => ReadCommand::Hmget,
+            fixed => fixed,
+        }
+    }
 }
 
 impl Default for RedisSettings {
@@ -89,7 +115,7 @@ impl Default for RedisSettings {
             connect_timeout: Duration::from_millis(1000),
             entity_key_serialization_version: KeyVersion::V3,
             key_ttl: Duration::ZERO,
-            read_command: ReadCommand::Hmget,
+            read_command: ReadCommand::Auto,
             credentials: None,
         }
     }
@@ -210,8 +236,8 @@ fn pack_reads(reads: &[KeyRead<'_>], command: ReadCommand) -> Vec<u8> {
     let mut fields: Vec<u8> = Vec::new();
     let mut fields_of: Option<&[&[u8]]> = None;
     for r in reads {
-        match command {
-            ReadCommand::Hmget => {
+        match command.for_read(r) {
+            ReadCommand::Hmget | ReadCommand::Auto => {
                 if fields_of != Some(r.fields.as_slice()) {
                     fields.clear();
                     for f in &r.fields {
@@ -276,7 +302,7 @@ fn place_reply(
         other => Err(bad(other)),
     };
     match &reply.frame {
-        RangeFrame::Array(items) if command == ReadCommand::Hmget => {
+        RangeFrame::Array(items) if command.for_read(read) != ReadCommand::Hgetall => {
             if items.len() != read.fields.len() {
                 return Err(StoreError::Failed(format!(
                     "HMGET answered {} values for {} fields",
@@ -373,7 +399,7 @@ fn pick_fields(
         Ok(())
     };
     match reply {
-        redis::Value::Array(items) if command == ReadCommand::Hmget => {
+        redis::Value::Array(items) if command.for_read(read) != ReadCommand::Hgetall => {
             if items.len() != read.fields.len() {
                 return Err(StoreError::Failed(format!(
                     "HMGET answered {} values for {} fields",
@@ -476,8 +502,8 @@ impl RedisStore {
     }
 
     fn read_command(&self, r: &KeyRead<'_>) -> redis::Cmd {
-        match self.settings.read_command {
-            ReadCommand::Hmget => {
+        match self.settings.read_command.for_read(r) {
+            ReadCommand::Hmget | ReadCommand::Auto => {
                 let mut cmd = redis::cmd("HMGET");
                 cmd.arg(&r.key).arg(&r.fields);
                 cmd
@@ -699,25 +725,57 @@ mod tests {
             KeyRead {
                 key: b"k1".to_vec(),
                 fields: vec![a, b],
+                stored_fields: 0,
             },
             KeyRead {
                 key: b"key\r\n2".to_vec(),
                 fields: vec![a, b],
+                stored_fields: 3,
             },
             KeyRead {
                 key: Vec::new(),
                 fields: vec![c],
+                stored_fields: 0,
             },
         ];
-        for command in [ReadCommand::Hmget, ReadCommand::Hgetall] {
+        for command in [ReadCommand::Hmget, ReadCommand::Hgetall, ReadCommand::Auto] {
             let mut pipe = redis::pipe();
-            for r in &reads {
-                match command {
-                    ReadCommand::Hmget => pipe.cmd("HMGET").arg(&r.key).arg(&r.fields),
-                    ReadCommand::Hgetall => pipe.cmd("HGETALL").arg(&r.key),
-                };
+            for (i, r) in reads.iter().enumerate() {
+                // Auto: the second read wants 2 of the 3 fields stored
+                // under its key; the others do not know how many there are.
+                let whole =
+                    command == ReadCommand::Hgetall || (command == ReadCommand::Auto && i == 1);
+                if whole {
+                    pipe.cmd("HGETALL").arg(&r.key);
+                } else {
+                    pipe.cmd("HMGET").arg(&r.key).arg(&r.fields);
+                }
             }
             assert_eq!(pack_reads(&reads, command), pipe.get_packed_pipeline());
         }
+    }
+
+    #[test]
+    fn auto_fetches_whole_hashes_only_when_most_of_a_small_hash_is_wanted() {
+        let f = [b"f".as_slice(); 100];
+        let read = |wanted: usize, stored: usize| KeyRead {
+            key: Vec::new(),
+            fields: f[..wanted].to_vec(),
+            stored_fields: stored,
+        };
+        let auto = |r: &KeyRead<'_>| ReadCommand::Auto.for_read(r);
+        assert_eq!(auto(&read(55, 55)), ReadCommand::Hgetall);
+        assert_eq!(auto(&read(28, 55)), ReadCommand::Hgetall);
+        assert_eq!(auto(&read(11, 55)), ReadCommand::Hmget);
+        assert_eq!(auto(&read(5, 0)), ReadCommand::Hmget, "unknown size");
+        assert_eq!(auto(&read(100, 200)), ReadCommand::Hmget, "a hash table");
+        assert_eq!(
+            ReadCommand::Hmget.for_read(&read(55, 55)),
+            ReadCommand::Hmget
+        );
+        assert_eq!(
+            ReadCommand::Hgetall.for_read(&read(1, 55)),
+            ReadCommand::Hgetall
+        );
     }
 }

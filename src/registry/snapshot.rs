@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 /// request and keyed by names.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::definitions::{DefinitionError, Located, Object, ObjectId};
 use crate::model::Value;
@@ -140,6 +141,10 @@ pub struct ServedView {
     /// `<view>__<feature>` per feature: output names with full feature
     /// names.
     pub full_names: Vec<String>,
+    /// Fields stored under this view's keys by every view sharing them
+    /// (same project and join keys): features plus one `_ts` field each.
+    /// Set once the whole snapshot is built.
+    stored_under_key: AtomicUsize,
 }
 
 impl ServedView {
@@ -177,7 +182,14 @@ impl ServedView {
             ts_field,
             key_columns,
             feature_index,
+            stored_under_key: AtomicUsize::new(0),
         }
+    }
+
+    /// How many fields the definitions store under one of this view's
+    /// keys, counting every view that shares them.
+    pub fn stored_under_key(&self) -> usize {
+        self.stored_under_key.load(Ordering::Relaxed)
     }
 
     pub fn feature_index(&self, feature: &str) -> Option<usize> {
@@ -370,6 +382,7 @@ impl RegistrySnapshot {
             ns.services.insert(service.name.clone(), Arc::new(service));
         }
 
+        count_stored_fields(&namespaces);
         Ok(RegistrySnapshot {
             version,
             namespaces,
@@ -487,6 +500,28 @@ impl ServedOdfv {
     }
 }
 
+/// Records in every served view how many fields all the views sharing its
+/// keys (same project, same join keys) store under one key.
+fn count_stored_fields(namespaces: &FastMap<String, NamespaceDefs>) {
+    let stored = || {
+        namespaces.values().flat_map(|ns| {
+            ns.views
+                .values()
+                .chain(ns.odfvs.values().filter_map(|o| o.stored.as_ref()))
+        })
+    };
+    let mut per_key: FastMap<(&str, &[JoinKey]), usize> = FastMap::default();
+    for v in stored() {
+        *per_key
+            .entry((v.project.as_str(), v.key_columns.as_slice()))
+            .or_default() += v.view.features.len() + 1;
+    }
+    for v in stored() {
+        let n = per_key[&(v.project.as_str(), v.key_columns.as_slice())];
+        v.stored_under_key.store(n, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +558,34 @@ spec:
         assert_eq!(names, ["driver_id", "rider_name"]);
         assert_eq!(v.project, "kubeflow_alice");
         assert_eq!(v.ts_field, b"_ts:driver_rider_fv");
+    }
+
+    #[test]
+    fn views_sharing_keys_count_each_others_fields() {
+        let more = format!(
+            "{BASE}---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: {{ name: a_fv, namespace: kubeflow-alice }}
+spec:
+  entities: [driver]
+  features: [{{ name: x, valueType: INT64 }}, {{ name: y, valueType: INT64 }}]
+---
+apiVersion: features.kubeflow.org/v1
+kind: FeatureView
+metadata: {{ name: b_fv, namespace: kubeflow-alice }}
+spec:
+  entities: [driver]
+  features: [{{ name: z, valueType: INT64 }}]
+"
+        );
+        let snap = build(&more).unwrap();
+        let n = |v: &str| snap.view("kubeflow-alice", v).unwrap().stored_under_key();
+        // a_fv and b_fv share driver_id keys: 2 + 1 features, 2 `_ts`.
+        assert_eq!(n("a_fv"), 5);
+        assert_eq!(n("b_fv"), 5);
+        // The two-key view has its keys to itself.
+        assert_eq!(n("driver_rider_fv"), 2);
     }
 
     #[test]

@@ -419,6 +419,7 @@ pub fn plan<'a>(
                     reads.push(KeyRead {
                         key,
                         fields: group.fields.clone(),
+                        stored_fields: served.stored_under_key(),
                     });
                     reads.len() - 1
                 }
