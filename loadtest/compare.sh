@@ -172,7 +172,7 @@ for shape in "1 50 loadtest 5 1000" "100 50 loadtest 5 200"; do
     run "floor-hgetall.$s.r$rate" "$REDIS" "$ns" "$views" "$rows" "$features" --rate "$rate" --read-command hgetall
     if [ "$TUNED" = 1 ]; then
         run "larder-grpc-ht.$s.r$rate" "grpc://127.0.0.1:$LARDER_TUNED_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
-        run "floor-ht.$s.r$rate" "redis://127.0.0.1:$REDIS_TUNED_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
+        run "floor-ht.$s.r$rate" "redis://127.0.0.1:$REDIS_TUNED_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate" --read-command auto
     fi
 done
 echo "== open loop: the transport alone (gRPC GetFeastServingInfo; Redis PING), 1,000/s"
