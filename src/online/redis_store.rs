@@ -70,12 +70,11 @@ impl std::fmt::Debug for RedisCredentials {
 
 /// HMGET asks for the wanted fields; HGETALL fetches the whole hash and
 /// larder picks them out. HMGET looks each field up, which in a small hash
-/// that Redis keeps as a listpack means scanning it once per field; HGETALL
-/// scans it once. `Auto`, the default, uses HGETALL for a key when the read
-/// wants at least half of the fields the definitions store under it and
-/// those are few enough for a listpack (Redis's default
-/// `hash-max-listpack-entries`, 128), HMGET otherwise (measured in
-/// docs/PERFORMANCE.md).
+/// that Redis keeps as a listpack means scanning it once per field, and in
+/// a hash table costs a lookup per field; HGETALL walks the hash once.
+/// `Auto`, the default, uses HGETALL for a key when the read wants at
+/// least half of the fields the definitions store under it, HMGET
+/// otherwise (measured in docs/PERFORMANCE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadCommand {
     #[default]
@@ -84,18 +83,12 @@ pub enum ReadCommand {
     Hgetall,
 }
 
-/// Redis's default `hash-max-listpack-entries`: larger hashes are hash
-/// tables, where HMGET costs a constant per field.
-const LISTPACK_MAX_FIELDS: usize = 128;
-
 impl ReadCommand {
     /// The command for one read: `Hmget` or `Hgetall`.
     fn for_read(self, read: &KeyRead<'_>) -> ReadCommand {
         match self {
             ReadCommand::Auto
-                if read.stored_fields > 0
-                    && read.stored_fields <= LISTPACK_MAX_FIELDS
-                    && read.fields.len() * 2 >= read.stored_fields =>
+                if read.stored_fields > 0 && read.fields.len() * 2 >= read.stored_fields =>
             {
                 ReadCommand::Hgetall
             }
@@ -756,7 +749,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_fetches_whole_hashes_only_when_most_of_a_small_hash_is_wanted() {
+    fn auto_fetches_whole_hashes_only_when_most_of_the_hash_is_wanted() {
         let f = [b"f".as_slice(); 100];
         let read = |wanted: usize, stored: usize| KeyRead {
             key: Vec::new(),
@@ -768,7 +761,8 @@ mod tests {
         assert_eq!(auto(&read(28, 55)), ReadCommand::Hgetall);
         assert_eq!(auto(&read(11, 55)), ReadCommand::Hmget);
         assert_eq!(auto(&read(5, 0)), ReadCommand::Hmget, "unknown size");
-        assert_eq!(auto(&read(100, 200)), ReadCommand::Hmget, "a hash table");
+        assert_eq!(auto(&read(100, 200)), ReadCommand::Hgetall, "a hash table");
+        assert_eq!(auto(&read(99, 200)), ReadCommand::Hmget);
         assert_eq!(
             ReadCommand::Hmget.for_read(&read(55, 55)),
             ReadCommand::Hmget
