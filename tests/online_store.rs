@@ -38,42 +38,48 @@ fn row(driver: i64, ts: i64) -> ViewRow {
     }
 }
 
-/// The stored (`_ts`, trips) of each driver.
-async fn read_back(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> Vec<(i64, i64)> {
-    let trips = view.feature_index("trips").unwrap();
-    let keys: Vec<Vec<u8>> = drivers
+/// The stored bytes of `fields` under each driver's key.
+async fn read_drivers(
+    store: &OnlineStore,
+    view: &ServedView,
+    drivers: &[i64],
+    fields: &[&[u8]],
+) -> larder::online::ReadResult {
+    let reads: Vec<KeyRead> = drivers
         .iter()
-        .map(|d| {
-            layout::redis_key(
+        .map(|d| KeyRead {
+            key: layout::redis_key(
                 &["driver_id"],
                 &[&Value::Int64(*d)],
                 &view.project,
                 layout::KeyVersion::V3,
             )
-            .unwrap()
-        })
-        .collect();
-    let reads: Vec<KeyRead> = keys
-        .iter()
-        .map(|k| KeyRead {
-            key: k.clone(),
-            fields: vec![&view.ts_field, &view.feature_fields[trips]],
+            .unwrap(),
+            fields: fields.to_vec(),
             stored_fields: 0,
         })
         .collect();
-    store
-        .read(&reads)
-        .await
-        .unwrap()
-        .to_vecs()
-        .into_iter()
-        .map(|fields| {
-            let ts = codec::decode_timestamp(fields[0].as_deref().unwrap()).unwrap();
-            let Value::Int64(trips) = codec::decode_value(fields[1].as_deref().unwrap()).unwrap()
-            else {
-                panic!("trips is INT64")
-            };
-            (ts.seconds, trips)
+    let got = store.read(&reads).await.unwrap();
+    assert_eq!(got.len(), drivers.len());
+    got
+}
+
+fn trips_value(bytes: &[u8]) -> i64 {
+    match codec::decode_value(bytes).unwrap() {
+        Value::Int64(t) => t,
+        other => panic!("trips is INT64, found {other:?}"),
+    }
+}
+
+/// The stored (`_ts`, trips) of each driver.
+async fn read_back(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> Vec<(i64, i64)> {
+    let trips = view.feature_index("trips").unwrap();
+    let fields: [&[u8]; 2] = [&view.ts_field, &view.feature_fields[trips]];
+    let got = read_drivers(store, view, drivers, &fields).await;
+    (0..got.len())
+        .map(|k| {
+            let ts = codec::decode_timestamp(got.get(k, 0).unwrap()).unwrap();
+            (ts.seconds, trips_value(got.get(k, 1).unwrap()))
         })
         .collect()
 }
@@ -457,36 +463,13 @@ async fn redis_over_a_unix_socket() {
 /// Reads of `drivers`' trips through one store.
 async fn trips_of(store: &OnlineStore, view: &ServedView, drivers: &[i64]) -> Vec<Option<i64>> {
     let trips = view.feature_index("trips").unwrap();
-    let keys: Vec<Vec<u8>> = drivers
-        .iter()
-        .map(|d| {
-            layout::redis_key(
-                &["driver_id"],
-                &[&Value::Int64(*d)],
-                &view.project,
-                layout::KeyVersion::V3,
-            )
-            .unwrap()
-        })
-        .collect();
-    let reads: Vec<KeyRead> = keys
-        .iter()
-        .map(|k| KeyRead {
-            key: k.clone(),
-            fields: vec![&view.feature_fields[1], &view.feature_fields[trips]],
-            stored_fields: 0,
-        })
-        .collect();
-    let got = store.read(&reads).await.unwrap();
-    assert_eq!(got.len(), drivers.len());
+    let fields = [
+        view.feature_fields[1].as_slice(),
+        &view.feature_fields[trips],
+    ];
+    let got = read_drivers(store, view, drivers, &fields).await;
     (0..got.len())
-        .map(|k| {
-            got.get(k, 1)
-                .map(|b| match codec::decode_value(b).unwrap() {
-                    Value::Int64(t) => t,
-                    other => panic!("trips is INT64, found {other:?}"),
-                })
-        })
+        .map(|k| got.get(k, 1).map(trips_value))
         .collect()
 }
 
