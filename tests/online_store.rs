@@ -424,6 +424,24 @@ async fn hgetall_reads_answer_like_hmget() {
     );
     assert_eq!(a[0][2], None);
     assert_eq!(a[2], vec![None; 5], "an unknown driver has nothing");
+
+    // Every field of the view in the order they were written, as a
+    // whole-view read asks: HGETALL's reply comes in the same order.
+    let in_order: Vec<&[u8]> = std::iter::once(view.ts_field.as_slice())
+        .chain(view.feature_fields.iter().map(|f| f.as_slice()))
+        .collect();
+    let reads: Vec<KeyRead> = keys
+        .iter()
+        .map(|k| KeyRead {
+            key: k.clone(),
+            fields: in_order.clone(),
+            stored_fields: 0,
+        })
+        .collect();
+    let a = hmget.read(&reads).await.unwrap().to_vecs();
+    let b = hgetall.read(&reads).await.unwrap().to_vecs();
+    assert_eq!(a, b);
+    assert!(a[0].iter().all(Option::is_some), "1001 has every field");
 }
 
 #[tokio::test]

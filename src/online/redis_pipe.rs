@@ -42,6 +42,9 @@ pub(super) enum PipeError {
     Io(String),
     #[error("Redis sent a reply larder cannot read: {0}")]
     Protocol(String),
+    /// Redis refused the connection's AUTH or SELECT (its error reply).
+    #[error("Redis refused the connection: {0}")]
+    Refused(String),
 }
 
 struct Job {
@@ -111,7 +114,7 @@ impl Pipe {
         if n > 0 {
             for reply in pipe.send(hello.get_packed_pipeline(), n).await? {
                 if let RangeFrame::Error(r) = reply.frame {
-                    return Err(PipeError::Io(
+                    return Err(PipeError::Refused(
                         String::from_utf8_lossy(reply.slice(r)).into_owned(),
                     ));
                 }

@@ -255,7 +255,7 @@ fn pack_reads(reads: &[KeyRead<'_>], command: ReadCommand) -> Vec<u8> {
 
 /// A Redis error reply (`-NOPERM ...`, `-WRONGPASS ...`) as a store error.
 fn classify_text(text: &str) -> StoreError {
-    if text.starts_with("NOPERM") || text.contains("NOPERM") {
+    if text.contains("NOPERM") {
         StoreError::Denied(format!(
             "the Redis ACL user refused access (NOPERM): {text}"
         ))
@@ -268,10 +268,7 @@ fn classify_text(text: &str) -> StoreError {
 
 fn pipe_error(e: PipeError) -> StoreError {
     match e {
-        // AUTH refusals come back from connecting.
-        PipeError::Io(text) if text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") => {
-            classify_text(&text)
-        }
+        PipeError::Refused(text) => classify_text(&text),
         PipeError::Io(_) => StoreError::Unavailable(e.to_string()),
         PipeError::Protocol(_) => StoreError::Failed(e.to_string()),
     }
@@ -303,19 +300,31 @@ fn place_reply(
                     read.fields.len()
                 )));
             }
-            let cells = items.iter().map(cell).collect::<Result<Vec<_>, _>>()?;
+            // On an error the caller drops `out` whole.
             let chunk = out.push_chunk(reply.bytes.clone());
-            for c in cells {
-                out.push_cell(chunk, c);
+            for item in items {
+                out.push_cell(chunk, cell(item)?);
             }
         }
         RangeFrame::Array(items) => {
             let mut cells = vec![None; read.fields.len()];
+            // A listpack answers in the order the fields were written,
+            // which is usually the order they are asked for: try the field
+            // after the last one found before searching them all.
+            let mut next = 0;
             for pair in items.chunks(2) {
-                if let [RangeFrame::BulkString(f), value] = pair
-                    && let Some(i) = read.fields.iter().position(|x| *x == reply.slice(*f))
-                {
+                let [RangeFrame::BulkString(f), value] = pair else {
+                    continue;
+                };
+                let name = reply.slice(*f);
+                let found = if read.fields.get(next).is_some_and(|x| *x == name) {
+                    Some(next)
+                } else {
+                    read.fields.iter().position(|x| *x == name)
+                };
+                if let Some(i) = found {
                     cells[i] = cell(value)?;
+                    next = i + 1;
                 }
             }
             let chunk = out.push_chunk(reply.bytes.clone());
