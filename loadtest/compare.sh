@@ -32,6 +32,9 @@ FEAST_WORKERS=${FEAST_WORKERS:-$(nproc)}
 # and the load generator, one thread serves more and faster than two
 # (docs/PERFORMANCE.md); a server with cores of its own uses them all.
 LARDER_WORKERS=${LARDER_WORKERS:-1}
+# The load generator's runtime threads (its own default is 1: it should
+# take as little of the shared cores as it can).
+LOAD_THREADS=${LOAD_THREADS:-1}
 RSS_SECONDS=${RSS_SECONDS:-60}
 if [ -n "${QUICK:-}" ]; then DURATION=4s; WARMUP=1s; RSS_SECONDS=20; fi
 
@@ -140,7 +143,7 @@ run() {
     shift 6
     local entities=$ENTITIES
     [ "$ns" = loadtest-wide ] && entities=$WIDE_ENTITIES
-    "$LOAD" run --target "$target" --namespace "$ns" --entities "$entities" --views "$views" \
+    TOKIO_WORKER_THREADS=$LOAD_THREADS "$LOAD" run --target "$target" --namespace "$ns" --entities "$entities" --views "$views" \
         --rows "$rows" --request-features "$features" --duration "$DURATION" --warmup "$WARMUP" \
         --label "$name" --json "$WORK/results/$name.json" "$@" || echo "   ($name failed)"
 }

@@ -209,7 +209,7 @@ impl RegistryArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match runtime_builder(std::env::var("TOKIO_WORKER_THREADS").ok().as_deref())
         .enable_all()
         .build()
     {
@@ -226,6 +226,20 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtime for `TOKIO_WORKER_THREADS`: by default a thread per core.
+/// Asked for one thread, larder runs tokio's current-thread scheduler
+/// rather than a work-stealing pool of one: a task woken there waits behind
+/// the tasks already ready instead of running next, so the requests that
+/// arrived together reach the Redis reader and the HTTP/2 writer together
+/// and leave in one write each (docs/PERFORMANCE.md, "Runtime threads").
+fn runtime_builder(threads: Option<&str>) -> tokio::runtime::Builder {
+    match threads.map(str::trim) {
+        Some("1") => tokio::runtime::Builder::new_current_thread(),
+        // Any other value is the pool's size, read by tokio itself.
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 

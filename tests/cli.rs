@@ -172,6 +172,57 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
 }
 
 #[test]
+fn one_runtime_thread_runs_the_current_thread_scheduler() {
+    let redis = common::RedisServer::start();
+    common::load_golden(&mut redis.conn());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("defs.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
+    let log = dir.path().join("larder.log");
+    let port = common::free_port();
+    let mut child = larder()
+        .arg("serve")
+        .arg("-d")
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("TOKIO_WORKER_THREADS", "1")
+        .env("RUST_LOG", "info")
+        .env("LARDER__ONLINE_STORE__TYPE", "redis")
+        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
+        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_ready(port, &mut child);
+    // Many requests at once on the one thread: every one is answered.
+    let bodies = block_on(async {
+        let client = reqwest::Client::new();
+        let sends = (0..32).map(|i| {
+            let id = if i % 2 == 0 { 1002 } else { 1001 };
+            client
+                .post(format!("http://127.0.0.1:{port}/get-online-features"))
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"features": ["driver_daily_stats_fv:city"], "entities": {{"driver_id": [{id}]}}}}"#
+                ))
+                .send()
+        });
+        let mut bodies = Vec::new();
+        for response in futures::future::join_all(sends).await {
+            bodies.push(response.unwrap().json::<serde_json::Value>().await.unwrap());
+        }
+        bodies
+    });
+    for (i, body) in bodies.iter().enumerate() {
+        let want = if i % 2 == 0 { "Patras" } else { "Athens" };
+        assert_eq!(body["results"][1]["values"][0], want, "{body}");
+    }
+    assert!(terminate(&mut child).success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("runtime=CurrentThread"), "{log}");
+}
+
+#[test]
 fn quickstart_serves_its_demo() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();

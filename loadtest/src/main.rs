@@ -119,8 +119,29 @@ struct RunArgs {
     request: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // One runtime thread unless told otherwise: the load generator shares
+    // the machine with the server under test and should take as little of
+    // it as it can. The current-thread scheduler also queues a woken task
+    // behind the ones already ready, so requests leave in batches.
+    let threads: usize = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1);
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(cli_main())
+}
+
+async fn cli_main() -> Result<()> {
     match Cli::parse().command {
         Command::Generate {
             shape,

@@ -522,6 +522,7 @@ pub async fn run(
         .merge(http::routes(server.clone()));
     tracing::info!(
         address = %listener.local_addr()?,
+        runtime = ?tokio::runtime::Handle::current().runtime_flavor(),
         "serving gRPC (feast.serving.ServingService) and HTTP"
     );
     axum::serve(
