@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use prost::Message;
@@ -174,7 +175,7 @@ async fn cli_main() -> Result<()> {
 /// One request sender.
 #[derive(Clone)]
 enum Target {
-    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
+    Grpc(h2::client::SendRequest<Bytes>, Arc<GrpcPaths>),
     Http(reqwest::Client, String),
     /// The floor: larder's own Redis reader, without a server around it.
     Redis(Arc<OnlineStore>, Arc<Vec<Vec<u8>>>),
@@ -203,58 +204,6 @@ struct Request {
     args: Arc<RunArgs>,
 }
 
-/// Sends pre-encoded request bytes and counts the response bytes without
-/// decoding them, as the HTTP target reads bodies without parsing: the load
-/// generator should spend as little of the machine as it can.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = usize;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = usize;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<usize>, tonic::Status> {
-        let n = bytes::Buf::remaining(src);
-        bytes::Buf::advance(src, n);
-        Ok(Some(n))
-    }
-}
-
 impl Request {
     async fn send(&self, target: &mut Target, rng: &mut Rng) -> Outcome {
         let ids: Vec<i64> = (0..self.args.rows)
@@ -264,7 +213,7 @@ impl Request {
             return noop(target).await;
         }
         match target {
-            Target::Grpc(client) => {
+            Target::Grpc(send, paths) => {
                 let mut message = pb::GetOnlineFeaturesRequest {
                     kind: None,
                     entities: [(
@@ -284,27 +233,7 @@ impl Request {
                 }
                 .encode_to_vec();
                 message.extend_from_slice(&self.features_field);
-                let mut req = tonic::Request::new(message);
-                if self.args.namespace_header {
-                    req.metadata_mut().insert(
-                        "x-larder-namespace",
-                        self.args
-                            .shape
-                            .namespace
-                            .parse()
-                            .map_err(|_| "bad namespace")?,
-                    );
-                }
-                if let Err(e) = client.ready().await {
-                    return Err(e.to_string());
-                }
-                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-                    "/feast.serving.ServingService/GetOnlineFeatures",
-                );
-                match client.unary(req, path, RawCodec).await {
-                    Ok(_) => Ok("OK"),
-                    Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
-                }
+                grpc_unary(send, &paths.features, paths.namespace.as_ref(), &message).await
             }
             Target::Http(client, url) => {
                 let body = serde_json::json!({
@@ -367,24 +296,80 @@ impl Request {
     }
 }
 
+/// Where a target's gRPC requests go, and the namespace header they carry.
+struct GrpcPaths {
+    features: http::Uri,
+    noop: http::Uri,
+    namespace: Option<http::HeaderValue>,
+}
+
+/// One unary gRPC call written on the `h2` crate directly. The request's
+/// HEADERS and its one DATA frame (with END_STREAM) are queued before the
+/// connection task runs, so they leave in one write; tonic's client wrote
+/// three (HEADERS, DATA, an empty END_STREAM DATA), and the server under
+/// test could be woken for each. The response is counted, not decoded.
+async fn grpc_unary(
+    send: &h2::client::SendRequest<Bytes>,
+    uri: &http::Uri,
+    namespace: Option<&http::HeaderValue>,
+    message: &[u8],
+) -> Outcome {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let mut request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers");
+    if let Some(ns) = namespace {
+        request = request.header("x-larder-namespace", ns.clone());
+    }
+    let request = request.body(()).map_err(|e| e.to_string())?;
+    let mut send = send.clone().ready().await.map_err(|e| e.to_string())?;
+    let (response, mut stream) = send
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
+    stream
+        .send_data(Bytes::from(framed), true)
+        .map_err(|e| e.to_string())?;
+    let response = response.await.map_err(|e| e.to_string())?;
+    let (head, mut body) = response.into_parts();
+    if head.status != http::StatusCode::OK {
+        return Err(format!("HTTP {}", head.status));
+    }
+    // A trailers-only answer carries the gRPC status in its headers.
+    let mut status = grpc_status(&head.headers);
+    if status.is_none() {
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let trailers = body.trailers().await.map_err(|e| e.to_string())?;
+        status = trailers.as_ref().and_then(grpc_status);
+    }
+    match status {
+        Some((0, _)) => Ok("OK"),
+        Some((code, message)) => Err(format!("grpc-status {code}: {message}")),
+        None => Err("the response carries no grpc-status".into()),
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Some((code, message))
+}
+
 /// A request the server answers without its store.
 async fn noop(target: &mut Target) -> Outcome {
     match target {
-        Target::Grpc(client) => {
-            if let Err(e) = client.ready().await {
-                return Err(e.to_string());
-            }
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-                "/feast.serving.ServingService/GetFeastServingInfo",
-            );
-            match client
-                .unary(tonic::Request::new(Vec::new()), path, RawCodec)
-                .await
-            {
-                Ok(_) => Ok("OK"),
-                Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
-            }
-        }
+        Target::Grpc(send, paths) => grpc_unary(send, &paths.noop, None, &[]).await,
         Target::Http(client, url) => {
             let health = url.replace("/get-online-features", "/health");
             match client.get(health).send().await {
@@ -426,15 +411,37 @@ fn floor_fields(shape: &Shape, count: usize) -> Vec<Vec<u8>> {
 async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
     let t = &args.target;
     if let Some(addr) = t.strip_prefix("grpc://") {
+        let namespace = if args.namespace_header {
+            Some(
+                http::HeaderValue::from_str(&args.shape.namespace)
+                    .context("the namespace is not a valid header value")?,
+            )
+        } else {
+            None
+        };
+        let paths = Arc::new(GrpcPaths {
+            features: format!("http://{addr}/feast.serving.ServingService/GetOnlineFeatures")
+                .parse()?,
+            noop: format!("http://{addr}/feast.serving.ServingService/GetFeastServingInfo")
+                .parse()?,
+            namespace,
+        });
         let mut targets = Vec::new();
         for _ in 0..args.connections.max(1) {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-                .connect()
+            let tcp = tokio::net::TcpStream::connect(addr)
                 .await
                 .with_context(|| format!("connecting to {t}"))?;
-            targets.push(Target::Grpc(
-                tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20),
-            ));
+            tcp.set_nodelay(true)?;
+            let (send, connection) = h2::client::Builder::new()
+                .initial_window_size(4 << 20)
+                .initial_connection_window_size(16 << 20)
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .with_context(|| format!("HTTP/2 handshake with {t}"))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            targets.push(Target::Grpc(send, paths.clone()));
         }
         return Ok(targets);
     }
