@@ -109,6 +109,21 @@ fn bad_configuration_is_refused_naming_the_key() {
     assert!(err.contains("serve.max_entity_rows"), "{err}");
 }
 
+/// `larder serve` of the definitions in `dir` on `port`, reading the
+/// golden data from the Redis at `redis_url`.
+fn serve_golden(dir: &std::path::Path, port: u16, redis_url: &str) -> Command {
+    let mut cmd = larder();
+    cmd.arg("serve")
+        .arg("-d")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("LARDER__ONLINE_STORE__TYPE", "redis")
+        .env("LARDER__ONLINE_STORE__REDIS__URL", redis_url)
+        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
+        .stdout(Stdio::null());
+    cmd
+}
+
 #[test]
 fn serve_drains_and_exits_cleanly_on_sigterm() {
     let redis = common::RedisServer::start();
@@ -116,15 +131,7 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("defs.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
     let port = common::free_port();
-    let mut child = larder()
-        .arg("serve")
-        .arg("-d")
-        .arg(dir.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("LARDER__ONLINE_STORE__TYPE", "redis")
-        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
-        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
-        .stdout(Stdio::null())
+    let mut child = serve_golden(dir.path(), port, &redis.url())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -179,17 +186,9 @@ fn one_runtime_thread_runs_the_current_thread_scheduler() {
     std::fs::write(dir.path().join("defs.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
     let log = dir.path().join("larder.log");
     let port = common::free_port();
-    let mut child = larder()
-        .arg("serve")
-        .arg("-d")
-        .arg(dir.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+    let mut child = serve_golden(dir.path(), port, &redis.url())
         .env("TOKIO_WORKER_THREADS", "1")
         .env("RUST_LOG", "info")
-        .env("LARDER__ONLINE_STORE__TYPE", "redis")
-        .env("LARDER__ONLINE_STORE__REDIS__URL", redis.url())
-        .env("LARDER__SERVE__DEFAULT_NAMESPACE", "kubeflow-alice")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
