@@ -638,3 +638,47 @@ async fn wrong_redis_credentials_are_denied_on_reads_and_ping() {
         "{err:?}"
     );
 }
+
+/// Redis restarting (a failover, a rescheduled pod) costs no read once it
+/// is back: a connection it closed while idle is seen closed at once, and a
+/// read whose connection ends under it is sent again, once, on a new one.
+#[tokio::test]
+async fn reads_after_a_redis_restart_all_succeed() {
+    let mut redis = RedisServer::start();
+    let view = daily_view();
+    let store = redis_store(&redis.url(), Duration::from_secs(2));
+    let want = [(1_700_000_000, 1_700_000_000)];
+    store
+        .write_rows(&view, &[row(77, 1_700_000_000)])
+        .await
+        .unwrap();
+    // Every read connection made and in use.
+    for _ in 0..8 {
+        assert_eq!(read_back(&store, &view, &[77]).await, want);
+    }
+
+    // Restarted between two reads, before the store has run again: the
+    // first read is queued on a connection whose end nobody has read yet.
+    redis.restart();
+    redis_store(&redis.url(), Duration::from_secs(2))
+        .write_rows(&view, &[row(77, 1_700_000_000)])
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        assert_eq!(read_back(&store, &view, &[77]).await, want);
+    }
+
+    // Restarted while the store sat idle: every connection's end is seen
+    // as it happens, so even a PING, which is never repeated, finds a new
+    // connection.
+    redis.restart();
+    redis_store(&redis.url(), Duration::from_secs(2))
+        .write_rows(&view, &[row(77, 1_700_000_000)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..8 {
+        store.ping().await.unwrap();
+    }
+    assert_eq!(read_back(&store, &view, &[77]).await, want);
+}

@@ -75,7 +75,8 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
-    /// grpc://host:port, http://host:port or redis://host:port (the floor).
+    /// grpc://host:port, http://host:port, or the floor: redis://host:port
+    /// or unix:///path/to/redis.sock.
     #[arg(long)]
     target: String,
     #[command(flatten)]
@@ -453,7 +454,7 @@ async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
                 .build()?,
             url,
         )
-    } else if t.starts_with("redis://") {
+    } else if t.starts_with("redis://") || t.starts_with("unix://") {
         let store = RedisStore::new(RedisSettings {
             url: t.clone(),
             read_command: match args.read_command.as_str() {
@@ -470,7 +471,7 @@ async fn connect(args: &RunArgs) -> Result<Vec<Target>> {
             Arc::new(floor_fields(&args.shape, args.request_features)),
         )
     } else {
-        bail!("--target must start with grpc://, http:// or redis://");
+        bail!("--target must start with grpc://, http://, redis:// or unix://");
     }])
 }
 

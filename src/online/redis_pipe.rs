@@ -9,7 +9,9 @@
 //! that gives up (a timeout) leaves its replies to be read and dropped, so
 //! the connection stays in step. Any I/O or protocol error fails every
 //! pipeline in flight and ends the connection; the next read connects
-//! again.
+//! again. The socket is watched while idle too, so a connection Redis
+//! closed between requests (a restart, a failover, `CLIENT KILL`, an idle
+//! timeout) ends at once and no request is sent on it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -48,7 +50,7 @@ pub(super) enum PipeError {
 }
 
 struct Job {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     replies: usize,
     done: oneshot::Sender<Result<Vec<Reply>, PipeError>>,
 }
@@ -112,7 +114,7 @@ impl Pipe {
         }
         let n = hello.cmd_iter().count();
         if n > 0 {
-            for reply in pipe.send(hello.get_packed_pipeline(), n).await? {
+            for reply in pipe.send(hello.get_packed_pipeline().into(), n).await? {
                 if let RangeFrame::Error(r) = reply.frame {
                     return Err(PipeError::Refused(
                         String::from_utf8_lossy(reply.slice(r)).into_owned(),
@@ -139,7 +141,7 @@ impl Pipe {
     }
 
     /// Sends packed commands and waits for their `replies` replies.
-    pub async fn send(&self, bytes: Vec<u8>, replies: usize) -> Result<Vec<Reply>, PipeError> {
+    pub async fn send(&self, bytes: Bytes, replies: usize) -> Result<Vec<Reply>, PipeError> {
         let (done, answer) = oneshot::channel();
         let closed = || PipeError::Io("the connection to Redis closed".into());
         self.jobs
@@ -182,7 +184,9 @@ where
         }
         tokio::select! {
             biased;
-            read = maybe((!waiting.is_empty()).then(|| reader.read_buf(&mut input))) => {
+            // Read even with nothing in flight: an idle connection's end
+            // must be seen before a request is queued on it.
+            read = reader.read_buf(&mut input) => {
                 match read {
                     Ok(0) => break PipeError::Io("Redis closed the connection".into()),
                     Err(e) => break PipeError::Io(e.to_string()),
@@ -220,10 +224,12 @@ where
             }
         }
     };
+    // Closed first, so that a caller told of the failure already finds the
+    // connection closed and makes a new one.
+    jobs.close();
     for w in waiting {
         let _ = w.done.send(Err(failure.clone()));
     }
-    jobs.close();
     while let Ok(job) = jobs.try_recv() {
         let _ = job.done.send(Err(failure.clone()));
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -551,8 +552,9 @@ impl RedisStore {
             .map_err(classify)
     }
 
-    /// A live read connection, made (again) when there is none.
-    async fn pipe(&self) -> Result<Pipe, StoreError> {
+    /// A live read connection, made (again) when there is none, and whether
+    /// it was made just now.
+    async fn pipe(&self) -> Result<(Pipe, bool), StoreError> {
         let Backend::Standalone {
             info, pipes, next, ..
         } = &self.backend
@@ -562,13 +564,13 @@ impl RedisStore {
         let slot = &pipes[next.fetch_add(1, Ordering::Relaxed) % pipes.len()];
         let mut held = slot.lock().await;
         if let Some(pipe) = held.as_ref().filter(|p| !p.is_closed()) {
-            return Ok(pipe.clone());
+            return Ok((pipe.clone(), false));
         }
         let pipe = redis_pipe::connect_within(info, self.settings.connect_timeout)
             .await
             .map_err(pipe_error)?;
         *held = Some(pipe.clone());
-        Ok(pipe)
+        Ok((pipe, true))
     }
 
     pub async fn read(&self, reads: &[KeyRead<'_>]) -> Result<ReadResult, StoreError> {
@@ -580,9 +582,19 @@ impl RedisStore {
         let work = async {
             match &self.backend {
                 Backend::Standalone { .. } => {
-                    let pipe = self.pipe().await?;
-                    let packed = pack_reads(reads, command);
-                    let replies = pipe.send(packed, reads.len()).await.map_err(pipe_error)?;
+                    let (pipe, fresh) = self.pipe().await?;
+                    let packed = Bytes::from(pack_reads(reads, command));
+                    let replies = match pipe.send(packed.clone(), reads.len()).await {
+                        // The connection ended under this read: Redis
+                        // restarted, failed over or closed it. A read can
+                        // be repeated, so it is, once, on a new connection.
+                        Err(PipeError::Io(_)) if !fresh => {
+                            let (pipe, _) = self.pipe().await?;
+                            pipe.send(packed, reads.len()).await
+                        }
+                        sent => sent,
+                    }
+                    .map_err(pipe_error)?;
                     if replies.len() != reads.len() {
                         return Err(StoreError::Failed(format!(
                             "Redis answered {} replies for {} reads",
@@ -688,7 +700,8 @@ impl RedisStore {
                     let reply = self
                         .pipe()
                         .await?
-                        .send(ping.get_packed_command(), 1)
+                        .0
+                        .send(ping.get_packed_command().into(), 1)
                         .await
                         .map_err(pipe_error)?;
                     match reply.first().map(|r| (r, &r.frame)) {
