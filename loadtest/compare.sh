@@ -165,8 +165,8 @@ for shape in "1 50 loadtest 5" "1 250 loadtest-wide 25" "100 50 loadtest 5"; do
     done
 done
 
-echo "== open loop: constant rates (1x50 at 1,000/s; 100x50 at 200/s)"
-for shape in "1 50 loadtest 5 1000" "100 50 loadtest 5 200"; do
+echo "== open loop: constant rates (1x50 at 1,000/s; 100x50 at 200/s and 1,000/s)"
+for shape in "1 50 loadtest 5 1000" "100 50 loadtest 5 200" "100 50 loadtest 5 1000"; do
     read -r rows features ns views rate <<<"$shape"
     s="${rows}x${features}"
     run "larder-grpc.$s.r$rate" "grpc://127.0.0.1:$LARDER_PORT" "$ns" "$views" "$rows" "$features" --rate "$rate"
