@@ -61,7 +61,7 @@ def main():
     print(f"{'shape':<8} {'system':<16} {'rate':>6} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9} {'errors':>7}")
     open_systems = systems + ["larder-grpc-ht", "floor-ht", "larder-grpc-noop", "floor-ping"]
     for shape in ["1x50", "100x50"]:
-        for mode in sorted({m for sys_runs in runs.get(shape, {}).values() for m in sys_runs if m.startswith("r")}):
+        for mode in sorted({m for sys_runs in runs.get(shape, {}).values() for m in sys_runs if m[:1] == "r" and m[1:].isdigit()}):
             def run_of(system):
                 return runs.get(shape, {}).get(system, {}).get(mode)
 
