@@ -682,3 +682,36 @@ async fn reads_after_a_redis_restart_all_succeed() {
     }
     assert_eq!(read_back(&store, &view, &[77]).await, want);
 }
+
+/// Writes ride out a Redis restart too: a write whose connection ended
+/// while Redis was away is sent again, once, on the reconnected one.
+#[tokio::test]
+async fn writes_after_a_redis_restart_succeed() {
+    let mut redis = RedisServer::start();
+    let view = daily_view();
+    let store = redis_store(&redis.url(), Duration::from_secs(2));
+    // Every write connection made and in use.
+    for driver in 0..8 {
+        store
+            .write_rows(&view, &[row(driver, 1_700_000_000)])
+            .await
+            .unwrap();
+    }
+
+    redis.restart();
+    for driver in 0..8 {
+        assert_eq!(
+            store
+                .write_rows(&view, &[row(driver, 1_700_000_100)])
+                .await
+                .unwrap(),
+            1,
+            "driver {driver}"
+        );
+    }
+    let want: Vec<(i64, i64)> = vec![(1_700_000_100, 1_700_000_100); 8];
+    assert_eq!(
+        read_back(&store, &view, &(0..8).collect::<Vec<_>>()).await,
+        want
+    );
+}

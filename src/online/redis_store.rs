@@ -663,7 +663,20 @@ impl RedisStore {
                     }
                     pipe.invoke_script(&inv);
                 }
-                let written: Vec<i64> = pipe.query_async(&mut conn).await.map_err(classify)?;
+                let written: Vec<i64> = match pipe.query_async(&mut conn).await {
+                    // The connection ended under the write (Redis
+                    // restarted, failed over or closed it). The scripts
+                    // write newer-only and an equal time is not newer, so
+                    // sending them again can neither undo nor repeat a
+                    // write: once more, on the same manager, which is
+                    // reconnecting by now. Rows the first attempt wrote
+                    // then count as not written.
+                    Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                        pipe.query_async(&mut conn).await
+                    }
+                    sent => sent,
+                }
+                .map_err(classify)?;
                 Ok(written.into_iter().sum::<i64>() as usize)
             }
             Backend::Cluster { .. } => {
