@@ -659,11 +659,7 @@ async fn reads_after_a_redis_restart_all_succeed() {
 
     // Restarted between two reads, before the store has run again: the
     // first read is queued on a connection whose end nobody has read yet.
-    redis.restart();
-    redis_store(&redis.url(), Duration::from_secs(2))
-        .write_rows(&view, &[row(77, 1_700_000_000)])
-        .await
-        .unwrap();
+    restart_and_reload(&mut redis, &view).await;
     for _ in 0..8 {
         assert_eq!(read_back(&store, &view, &[77]).await, want);
     }
@@ -671,16 +667,22 @@ async fn reads_after_a_redis_restart_all_succeed() {
     // Restarted while the store sat idle: every connection's end is seen
     // as it happens, so even a PING, which is never repeated, finds a new
     // connection.
-    redis.restart();
-    redis_store(&redis.url(), Duration::from_secs(2))
-        .write_rows(&view, &[row(77, 1_700_000_000)])
-        .await
-        .unwrap();
+    restart_and_reload(&mut redis, &view).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..8 {
         store.ping().await.unwrap();
     }
     assert_eq!(read_back(&store, &view, &[77]).await, want);
+}
+
+/// Restarts `redis`, which comes back empty, and writes driver 77's row
+/// again through a store of its own.
+async fn restart_and_reload(redis: &mut RedisServer, view: &ServedView) {
+    redis.restart();
+    redis_store(&redis.url(), Duration::from_secs(2))
+        .write_rows(view, &[row(77, 1_700_000_000)])
+        .await
+        .unwrap();
 }
 
 /// Writes ride out a Redis restart too: a write whose connection ended
