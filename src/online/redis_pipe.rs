@@ -50,7 +50,7 @@ pub(super) enum PipeError {
 }
 
 struct Job {
-    bytes: Bytes,
+    bytes: Vec<u8>,
     replies: usize,
     done: oneshot::Sender<Result<Vec<Reply>, PipeError>>,
 }
@@ -114,7 +114,7 @@ impl Pipe {
         }
         let n = hello.cmd_iter().count();
         if n > 0 {
-            for reply in pipe.send(hello.get_packed_pipeline().into(), n).await? {
+            for reply in pipe.send(hello.get_packed_pipeline(), n).await? {
                 if let RangeFrame::Error(r) = reply.frame {
                     return Err(PipeError::Refused(
                         String::from_utf8_lossy(reply.slice(r)).into_owned(),
@@ -141,7 +141,7 @@ impl Pipe {
     }
 
     /// Sends packed commands and waits for their `replies` replies.
-    pub async fn send(&self, bytes: Bytes, replies: usize) -> Result<Vec<Reply>, PipeError> {
+    pub async fn send(&self, bytes: Vec<u8>, replies: usize) -> Result<Vec<Reply>, PipeError> {
         let (done, answer) = oneshot::channel();
         let closed = || PipeError::Io("the connection to Redis closed".into());
         self.jobs

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -583,14 +582,15 @@ impl RedisStore {
             match &self.backend {
                 Backend::Standalone { .. } => {
                     let (pipe, fresh) = self.pipe().await?;
-                    let packed = Bytes::from(pack_reads(reads, command));
-                    let replies = match pipe.send(packed.clone(), reads.len()).await {
+                    let packed = pack_reads(reads, command);
+                    let replies = match pipe.send(packed, reads.len()).await {
                         // The connection ended under this read: Redis
                         // restarted, failed over or closed it. A read can
-                        // be repeated, so it is, once, on a new connection.
+                        // be repeated, so it is, once, on a new connection
+                        // (packed again: rare enough not to keep a copy).
                         Err(PipeError::Io(_)) if !fresh => {
                             let (pipe, _) = self.pipe().await?;
-                            pipe.send(packed, reads.len()).await
+                            pipe.send(pack_reads(reads, command), reads.len()).await
                         }
                         sent => sent,
                     }
@@ -714,7 +714,7 @@ impl RedisStore {
                         .pipe()
                         .await?
                         .0
-                        .send(ping.get_packed_command().into(), 1)
+                        .send(ping.get_packed_command(), 1)
                         .await
                         .map_err(pipe_error)?;
                     match reply.first().map(|r| (r, &r.frame)) {
