@@ -109,6 +109,16 @@ fn bad_configuration_is_refused_naming_the_key() {
     assert!(err.contains("serve.max_entity_rows"), "{err}");
 }
 
+/// A Redis of the test's own holding the golden data, a directory with the
+/// fixture definitions, and a free port to serve them on.
+fn golden_fixture() -> (common::RedisServer, tempfile::TempDir, u16) {
+    let redis = common::RedisServer::start();
+    common::load_golden(&mut redis.conn());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("defs.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
+    (redis, dir, common::free_port())
+}
+
 /// `larder serve` of the definitions in `dir` on `port`, reading the
 /// golden data from the Redis at `redis_url`.
 fn serve_golden(dir: &std::path::Path, port: u16, redis_url: &str) -> Command {
@@ -126,11 +136,7 @@ fn serve_golden(dir: &std::path::Path, port: u16, redis_url: &str) -> Command {
 
 #[test]
 fn serve_drains_and_exits_cleanly_on_sigterm() {
-    let redis = common::RedisServer::start();
-    common::load_golden(&mut redis.conn());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("defs.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
-    let port = common::free_port();
+    let (redis, dir, port) = golden_fixture();
     let mut child = serve_golden(dir.path(), port, &redis.url())
         .stderr(Stdio::null())
         .spawn()
@@ -180,12 +186,8 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
 
 #[test]
 fn one_runtime_thread_runs_the_current_thread_scheduler() {
-    let redis = common::RedisServer::start();
-    common::load_golden(&mut redis.conn());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("defs.yaml"), common::FIXTURE_DEFINITIONS).unwrap();
+    let (redis, dir, port) = golden_fixture();
     let log = dir.path().join("larder.log");
-    let port = common::free_port();
     let mut child = serve_golden(dir.path(), port, &redis.url())
         .env("TOKIO_WORKER_THREADS", "1")
         .env("RUST_LOG", "info")
