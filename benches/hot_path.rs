@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 
 use larder::definitions::parse_documents;
@@ -123,24 +123,32 @@ fn bench(c: &mut Criterion) {
             BenchmarkId::new("grpc", format!("{rows}x50")),
             &rows,
             |b, &rows| {
-                b.iter(|| {
-                    let p =
-                        plan(&snapshot, "default", limits, request(rows), KeyVersion::V3).unwrap();
-                    let response = p.assemble(&results, EventTime::now()).unwrap();
-                    grpc::to_wire(response).encode_to_vec()
-                })
+                b.iter_batched(
+                    || results.clone(),
+                    |results| {
+                        let p = plan(&snapshot, "default", limits, request(rows), KeyVersion::V3)
+                            .unwrap();
+                        let response = p.assemble(results, EventTime::now()).unwrap();
+                        grpc::EncodedResponse::new(response).encode_to_vec()
+                    },
+                    BatchSize::SmallInput,
+                )
             },
         );
         group.bench_with_input(
             BenchmarkId::new("http", format!("{rows}x50")),
             &rows,
             |b, &rows| {
-                b.iter(|| {
-                    let p =
-                        plan(&snapshot, "default", limits, request(rows), KeyVersion::V3).unwrap();
-                    let response = p.assemble(&results, EventTime::now()).unwrap();
-                    serde_json::to_vec(&http::JsonResponse(&response)).unwrap()
-                })
+                b.iter_batched(
+                    || results.clone(),
+                    |results| {
+                        let p = plan(&snapshot, "default", limits, request(rows), KeyVersion::V3)
+                            .unwrap();
+                        let response = p.assemble(results, EventTime::now()).unwrap();
+                        serde_json::to_vec(&http::JsonResponse(&response)).unwrap()
+                    },
+                    BatchSize::SmallInput,
+                )
             },
         );
     }

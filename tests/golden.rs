@@ -6,12 +6,19 @@ mod common;
 use std::str::FromStr;
 
 use common::{golden, hex, unhex};
+use larder::model::FieldStatus;
 use larder::model::{EventTime, Value};
-use larder::online::codec::{decode_timestamp, decode_value, encode_timestamp, encode_value};
+use larder::online::ReadResult;
+use larder::online::codec::{
+    Stored, classify_value, decode_timestamp, decode_value, encode_timestamp, encode_value,
+};
 use larder::online::layout::{
     KeyVersion, feature_field, read_entity_key_v3, redis_key, timestamp_field,
 };
+use larder::serving::grpc::{EncodedResponse, to_wire};
+use larder::serving::{Cell, Column, OnlineResponse};
 use proptest::prelude::*;
+use prost::Message;
 
 /// A Feast `Value` in proto JSON form, as the fixture writes it.
 fn value_from_json(v: &serde_json::Value) -> Value {
@@ -165,5 +172,172 @@ proptest! {
         let _ = decode_value(&bytes);
         let _ = decode_timestamp(&bytes);
         let _ = read_entity_key_v3(&bytes);
+    }
+}
+
+/// What decoding says of stored bytes, in `classify_value`'s terms.
+fn decoded_class(bytes: &[u8]) -> Stored {
+    match decode_value(bytes) {
+        Ok(Value::Null) => Stored::Null,
+        Ok(_) => Stored::Present,
+        Err(_) => Stored::Invalid,
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Byte strings shaped like `Value` messages: a few fields, each a tag of
+/// the message's or near one, any wire type and a body that may be cut
+/// short, too long, or not what the wire type says.
+fn value_like_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let field = (
+        0u64..24,
+        0u64..8,
+        proptest::collection::vec(any::<u8>(), 0..12),
+        any::<bool>(),
+    )
+        .prop_map(|(tag, wire_type, body, prefixed)| {
+            let mut out = Vec::new();
+            put_varint(&mut out, (tag << 3) | wire_type);
+            if wire_type == 2 && prefixed {
+                put_varint(&mut out, body.len() as u64);
+            }
+            out.extend_from_slice(&body);
+            out
+        });
+    proptest::collection::vec(field, 0..4).prop_map(|fields| fields.concat())
+}
+
+#[test]
+fn classifying_stored_values_agrees_with_decoding_them() {
+    let cases: &[&[u8]] = &[
+        &[],
+        // int64 -1: a ten-byte varint.
+        &[
+            0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ],
+        // A tenth byte over 1 overflows 64 bits.
+        &[
+            0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ],
+        // Eleven bytes.
+        &[
+            0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0x01,
+        ],
+        // null_val, then a value after it, then null_val after a value.
+        &[0x98, 0x01, 0x00],
+        &[0x98, 0x01, 0x00, 0x20, 0x05],
+        &[0x20, 0x05, 0x98, 0x01, 0x00],
+        // string_val that is not UTF-8, bytes_val with the same body.
+        &[0x12, 0x02, 0xc3, 0x28],
+        &[0x0a, 0x02, 0xc3, 0x28],
+        // A length past the end; a double cut short.
+        &[0x12, 0x05, b'a'],
+        &[0x29, 0, 0, 0, 0, 0, 0, 0xf0],
+        // A double list (decoded, not scanned).
+        &[0x7a, 0x09, 0x0a, 0x08, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f],
+        // An unknown field only.
+        &[0xa0, 0x01, 0x07],
+    ];
+    for bytes in cases {
+        assert_eq!(classify_value(bytes), decoded_class(bytes), "{bytes:02x?}");
+    }
+    assert_eq!(classify_value(cases[1]), Stored::Present);
+    assert_eq!(classify_value(cases[2]), Stored::Invalid);
+    assert_eq!(classify_value(cases[4]), Stored::Null);
+    assert_eq!(classify_value(cases[6]), Stored::Null);
+    assert_eq!(classify_value(cases[7]), Stored::Invalid);
+    assert_eq!(classify_value(cases[8]), Stored::Present);
+}
+
+/// One response cell in the making: a value, whether it is served as
+/// stored bytes, a status and an event time.
+fn response_cell() -> impl Strategy<Value = (Value, bool, usize, EventTime)> {
+    (
+        feature_value(),
+        any::<bool>(),
+        0usize..5,
+        any::<i64>(),
+        any::<i32>(),
+    )
+        .prop_map(|(v, stored, status, seconds, nanos)| {
+            (v, stored, status, EventTime { seconds, nanos })
+        })
+}
+
+proptest! {
+    #[test]
+    fn classifying_value_like_bytes_agrees_with_decoding_them(bytes in value_like_bytes()) {
+        prop_assert_eq!(classify_value(&bytes), decoded_class(&bytes));
+    }
+
+    #[test]
+    fn classifying_any_bytes_agrees_with_decoding_them(
+        bytes in proptest::collection::vec(any::<u8>(), 0..48)
+    ) {
+        prop_assert_eq!(classify_value(&bytes), decoded_class(&bytes));
+    }
+
+    #[test]
+    fn stored_values_classify_as_what_they_hold(value in feature_value()) {
+        let want = if value.is_null() { Stored::Null } else { Stored::Present };
+        prop_assert_eq!(classify_value(&encode_value(&value)), want);
+    }
+
+    #[test]
+    fn grpc_responses_are_the_bytes_prost_writes(
+        names in proptest::collection::vec("[a-z_:]{0,20}", 0..4),
+        columns in proptest::collection::vec(proptest::collection::vec(response_cell(), 0..5), 0..4),
+    ) {
+        const STATUSES: [FieldStatus; 5] = [
+            FieldStatus::Invalid,
+            FieldStatus::Present,
+            FieldStatus::NullValue,
+            FieldStatus::NotFound,
+            FieldStatus::OutsideMaxAge,
+        ];
+        // One stored key per column, holding the column's stored cells.
+        let read: ReadResult = columns
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, stored, ..)| *stored)
+                    .map(|(v, ..)| Some(encode_value(v)))
+                    .collect()
+            })
+            .collect();
+        let columns = columns
+            .iter()
+            .enumerate()
+            .map(|(k, cells)| {
+                let mut field = 0;
+                let values = cells
+                    .iter()
+                    .map(|(v, stored, ..)| {
+                        if *stored {
+                            field += 1;
+                            Cell::Stored(read.locate(k, field - 1).unwrap())
+                        } else {
+                            Cell::Value(v.clone())
+                        }
+                    })
+                    .collect();
+                Column {
+                    values,
+                    statuses: cells.iter().map(|c| STATUSES[c.2]).collect(),
+                    event_times: cells.iter().map(|c| c.3).collect(),
+                }
+            })
+            .collect();
+        let response = OnlineResponse { names, columns, transform_errors: 0, read };
+        let want = to_wire(&response).encode_to_vec();
+        let got = EncodedResponse::new(response).encode_to_vec();
+        prop_assert_eq!(got, want);
     }
 }

@@ -203,8 +203,8 @@ impl World {
         (0..drivers.len())
             .map(|i| {
                 (
-                    lat.values[i].clone(),
-                    lon.values[i].clone(),
+                    response.value(&lat.values[i]).into_owned(),
+                    response.value(&lon.values[i]).into_owned(),
                     lat.event_times[i],
                 )
             })

@@ -180,7 +180,12 @@ impl World {
             .unwrap();
         let lat = &response.columns[1];
         (0..drivers.len())
-            .map(|i| (lat.values[i].clone(), lat.event_times[i].seconds))
+            .map(|i| {
+                (
+                    response.value(&lat.values[i]).into_owned(),
+                    lat.event_times[i].seconds,
+                )
+            })
             .collect()
     }
 }

@@ -142,6 +142,14 @@ async fn grpc_serves_feast_written_values_in_requested_order() {
 
     let info = client.get_feast_serving_info().await.unwrap();
     assert!(info.version.starts_with("larder "), "{}", info.version);
+    let unknown = client
+        .unary::<_, GetFeastServingInfoResponse>(
+            "/feast.serving.ServingService/GetOnlineFeaturesRange",
+            tonic::Request::new(GetFeastServingInfoRequest {}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented, "{unknown:?}");
     server.shutdown().await;
 }
 

@@ -41,26 +41,27 @@ pub struct KeyRead<'a> {
 /// The bytes stay where the store's reply put them: the Redis back end
 /// hands over its reply buffers and records where each field sits in them,
 /// so a read copies no stored value and allocates nothing per field.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ReadResult {
     /// Reply buffers the cells point into.
     chunks: Vec<Bytes>,
     /// Every key's fields, key after key.
-    cells: Vec<Cell>,
+    cells: Vec<FieldRef>,
     /// Where each key's cells begin in `cells`; one more entry than keys.
     starts: Vec<usize>,
 }
 
-/// Where one field's bytes sit: a range of a chunk, or nothing stored.
-#[derive(Debug, Clone, Copy)]
-struct Cell {
+/// Where one field's bytes sit in a [`ReadResult`]: a range of one of its
+/// buffers (or, inside the result, nothing stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldRef {
     chunk: u32,
     start: u32,
     end: u32,
 }
 
-impl Cell {
-    const NONE: Cell = Cell {
+impl FieldRef {
+    const NONE: FieldRef = FieldRef {
         chunk: u32::MAX,
         start: 0,
         end: 0,
@@ -90,10 +91,25 @@ impl ReadResult {
 
     /// The stored bytes of field `field` of key `key`, if any.
     pub fn get(&self, key: usize, field: usize) -> Option<&[u8]> {
+        self.locate(key, field).map(|at| self.bytes(at))
+    }
+
+    /// Where the stored bytes of field `field` of key `key` sit, if
+    /// anything is stored there.
+    pub fn locate(&self, key: usize, field: usize) -> Option<FieldRef> {
         let (start, end) = (*self.starts.get(key)?, *self.starts.get(key + 1)?);
-        let cell = self.cells[start..end].get(field)?;
-        let chunk = self.chunks.get(cell.chunk as usize)?;
-        chunk.get(cell.start as usize..cell.end as usize)
+        let cell = *self.cells.get(start..end)?.get(field)?;
+        (cell.chunk != FieldRef::NONE.chunk).then_some(cell)
+    }
+
+    /// The bytes `at` (from [`ReadResult::locate`] on this result) points
+    /// to; empty for a reference into another result that does not fit
+    /// this one.
+    pub fn bytes(&self, at: FieldRef) -> &[u8] {
+        self.chunks
+            .get(at.chunk as usize)
+            .and_then(|c| c.get(at.start as usize..at.end as usize))
+            .unwrap_or_default()
     }
 
     /// Adds a buffer that cells of the following keys point into, and
@@ -107,12 +123,12 @@ impl ReadResult {
     /// nothing stored.
     pub(crate) fn push_cell(&mut self, chunk: u32, range: Option<(usize, usize)>) {
         self.cells.push(match range {
-            Some((start, end)) => Cell {
+            Some((start, end)) => FieldRef {
                 chunk,
                 start: start as u32,
                 end: end as u32,
             },
-            None => Cell::NONE,
+            None => FieldRef::NONE,
         });
     }
 
@@ -234,6 +250,15 @@ impl OnlineStore {
         match self {
             OnlineStore::Redis(s) => s.ping().await,
             OnlineStore::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// The longest a read may take before the store gives up on it by
+    /// itself, if it does.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        match self {
+            OnlineStore::Redis(s) => Some(s.read_timeout()),
+            OnlineStore::Sqlite(_) => None,
         }
     }
 

@@ -572,6 +572,11 @@ impl RedisStore {
         Ok((pipe, true))
     }
 
+    /// How long one read may take (it then fails with a timeout).
+    pub fn read_timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
     pub async fn read(&self, reads: &[KeyRead<'_>]) -> Result<ReadResult, StoreError> {
         if reads.is_empty() {
             return Ok(ReadResult::default());

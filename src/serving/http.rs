@@ -19,7 +19,9 @@ use crate::model::{EventTime, FieldStatus, Value};
 use crate::registry::FastMap;
 
 use super::NAMESPACE_HEADER;
-use super::{Column, FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
+use super::{
+    Cell, Column, FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError,
+};
 
 /// The HTTP routes of the feature server.
 pub fn routes(server: Arc<FeatureServer>) -> Router {
@@ -303,9 +305,9 @@ async fn metrics(State(server): State<Arc<FeatureServer>>) -> Response {
 pub struct JsonResponse<'a>(pub &'a OnlineResponse);
 
 struct Metadata<'a>(&'a [String]);
-struct Results<'a>(&'a [Column]);
-struct JsonColumn<'a>(&'a Column, &'a TimeTexts);
-struct Values<'a>(&'a [Value]);
+struct Results<'a>(&'a OnlineResponse);
+struct JsonColumn<'a>(&'a Column, &'a TimeTexts, &'a OnlineResponse);
+struct Values<'a>(&'a [Cell], &'a OnlineResponse);
 struct Statuses<'a>(&'a [FieldStatus]);
 struct Times<'a>(&'a [EventTime], &'a TimeTexts);
 
@@ -319,7 +321,7 @@ impl Serialize for JsonResponse<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("metadata", &Metadata(&self.0.names))?;
-        m.serialize_entry("results", &Results(&self.0.columns))?;
+        m.serialize_entry("results", &Results(self.0))?;
         m.end()
     }
 }
@@ -335,14 +337,14 @@ impl Serialize for Metadata<'_> {
 impl Serialize for Results<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let texts = TimeTexts::default();
-        s.collect_seq(self.0.iter().map(|c| JsonColumn(c, &texts)))
+        s.collect_seq(self.0.columns.iter().map(|c| JsonColumn(c, &texts, self.0)))
     }
 }
 
 impl Serialize for JsonColumn<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("values", &Values(&self.0.values))?;
+        m.serialize_entry("values", &Values(&self.0.values, self.2))?;
         m.serialize_entry("statuses", &Statuses(&self.0.statuses))?;
         m.serialize_entry("event_timestamps", &Times(&self.0.event_times, self.1))?;
         m.end()
@@ -351,7 +353,11 @@ impl Serialize for JsonColumn<'_> {
 
 impl Serialize for Values<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(JsonValue))
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for cell in self.0 {
+            seq.serialize_element(&JsonValue(&self.1.value(cell)))?;
+        }
+        seq.end()
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 pub use error::ServingError;
-pub use online::{Column, FeatureSelection, Limits, OnlineRequest, OnlineResponse};
+pub use online::{Cell, Column, FeatureSelection, Limits, OnlineRequest, OnlineResponse};
 
 use std::collections::HashMap;
 

@@ -2,10 +2,12 @@
 //! snapshot, plan one read of the online store, and assemble the columnar
 //! response. Transports convert to and from their wire shapes around this.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use crate::model::{EventTime, FeatureRef, FieldStatus, RefParts, Value, ValueType};
-use crate::online::{KeyRead, OnlineStore, ReadResult, codec, layout};
+use crate::online::codec::Stored;
+use crate::online::{FieldRef, KeyRead, OnlineStore, ReadResult, codec, layout};
 use crate::registry::{FastMap, RegistrySnapshot, ServedOdfv, ServedView};
 use crate::transform::{Arg, InputSource, Outcome};
 
@@ -43,20 +45,51 @@ pub struct OnlineRequest {
 /// One output column: a value, status and event time per entity row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
-    pub values: Vec<Value>,
+    pub values: Vec<Cell>,
     pub statuses: Vec<FieldStatus>,
     pub event_times: Vec<EventTime>,
 }
 
+/// One value of a response. A present stored value is not decoded: it is
+/// served as the bytes it is stored as, which are already the wire form
+/// of a `feast.types.Value` (checked to be one). Join keys and on-demand
+/// results are values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Value(Value),
+    /// Stored bytes in the response's [`OnlineResponse::read`].
+    Stored(FieldRef),
+}
+
 /// The columnar response: join-key columns first, then the requested
 /// features in the requested order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct OnlineResponse {
     pub names: Vec<String>,
     pub columns: Vec<Column>,
     /// On-demand values whose expression failed at run time (served as
     /// NULL_VALUE), for metrics.
     pub transform_errors: usize,
+    /// What the store returned: the bytes [`Cell::Stored`] values point to.
+    pub read: ReadResult,
+}
+
+impl OnlineResponse {
+    /// The bytes of a stored cell: an encoded `feast.types.Value`.
+    pub fn stored(&self, at: FieldRef) -> &[u8] {
+        self.read.bytes(at)
+    }
+
+    /// A cell as a value, decoding stored bytes.
+    pub fn value<'a>(&'a self, cell: &'a Cell) -> Cow<'a, Value> {
+        match cell {
+            Cell::Value(v) => Cow::Borrowed(v),
+            // Checked when the response was assembled.
+            Cell::Stored(at) => {
+                Cow::Owned(codec::decode_value(self.stored(*at)).unwrap_or(Value::Null))
+            }
+        }
+    }
 }
 
 /// Limits on one request.
@@ -160,11 +193,19 @@ pub async fn get_online_features(
     )?;
     let started = Instant::now();
     let left = deadline.saturating_duration_since(started);
-    let results = tokio::time::timeout(left, store.read(&plan.reads))
-        .await
-        .map_err(|_| ServingError::DeadlineExceeded(left))??;
+    let read = store.read(&plan.reads);
+    // One timer per request: a store that times out its reads by itself
+    // within the time left needs no second one. (Every timer a request
+    // arms can wake the runtime's timer driver.)
+    let results = if store.read_timeout().is_some_and(|t| t <= left) {
+        read.await?
+    } else {
+        tokio::time::timeout(left, read)
+            .await
+            .map_err(|_| ServingError::DeadlineExceeded(left))??
+    };
     on_read(started.elapsed());
-    plan.assemble(&results, EventTime::now())
+    plan.assemble(results, EventTime::now())
 }
 
 /// Resolves a request against the snapshot and plans its one read.
@@ -572,9 +613,10 @@ impl Plan<'_> {
     /// Builds the response from what the store returned for `self.reads`.
     pub fn assemble(
         mut self,
-        results: &ReadResult,
+        read: ReadResult,
         now: EventTime,
     ) -> Result<OnlineResponse, ServingError> {
+        let results = &read;
         if results.len() != self.reads.len() {
             return Err(ServingError::Internal(format!(
                 "online store answered {} keys for {} asked",
@@ -605,7 +647,7 @@ impl Plan<'_> {
             columns.push(Column {
                 statuses: vec![FieldStatus::Present; values.len()],
                 event_times: vec![EventTime::EPOCH; values.len()],
-                values,
+                values: values.into_iter().map(Cell::Value).collect(),
             });
         }
         // On-demand outcomes per planned on-demand view, row and feature,
@@ -681,7 +723,7 @@ impl Plan<'_> {
                     let pos = self.views[view].position_of(feature);
                     for row in 0..self.rows {
                         let (value, status, time) =
-                            self.cell(results, &event_times, view, pos, row, now);
+                            self.served_cell(results, &event_times, view, pos, row, now);
                         column.values.push(value);
                         column.statuses.push(status);
                         column.event_times.push(time);
@@ -697,7 +739,7 @@ impl Plan<'_> {
                                 (Value::Null, FieldStatus::NullValue)
                             }
                         };
-                        column.values.push(value);
+                        column.values.push(Cell::Value(value));
                         column.statuses.push(status);
                         column.event_times.push(*time);
                     }
@@ -710,7 +752,42 @@ impl Plan<'_> {
             names,
             columns,
             transform_errors,
+            read,
         })
+    }
+
+    /// The response cell, status and event time of the field at `pos` of
+    /// planned view `view`'s group for entity row `row`: like
+    /// [`Plan::cell`], but a present value stays the bytes it is stored as.
+    fn served_cell(
+        &self,
+        results: &ReadResult,
+        event_times: &[Vec<Option<EventTime>>],
+        view: usize,
+        pos: usize,
+        row: usize,
+        now: EventTime,
+    ) -> (Cell, FieldStatus, EventTime) {
+        let plan = &self.views[view];
+        let k = self.groups[plan.group].row_key[row];
+        let null = || Cell::Value(Value::Null);
+        let Some(at) = results.locate(k, pos) else {
+            return (null(), FieldStatus::NotFound, EventTime::EPOCH);
+        };
+        let time = event_times[view][k].unwrap_or(EventTime::EPOCH);
+        match codec::classify_value(results.bytes(at)) {
+            Stored::Invalid => (null(), FieldStatus::Invalid, time),
+            _ if plan
+                .served
+                .view
+                .ttl
+                .is_some_and(|ttl| time.older_than(ttl, now)) =>
+            {
+                (null(), FieldStatus::OutsideMaxAge, time)
+            }
+            Stored::Null => (null(), FieldStatus::NullValue, time),
+            Stored::Present => (Cell::Stored(at), FieldStatus::Present, time),
+        }
     }
 
     /// The value, status and event time of the field at `pos` of planned

@@ -181,7 +181,7 @@ impl ServingClient {
         }
     }
 
-    async fn unary<Req, Resp>(
+    pub async fn unary<Req, Resp>(
         &mut self,
         path: &'static str,
         request: tonic::Request<Req>,

@@ -1,42 +1,117 @@
 //! `feast.serving.ServingService` over gRPC, plus the gRPC health and
 //! reflection services so grpcurl and ghz work without proto files.
 
+mod response;
+
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use tonic::codegen::{BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{Grpc, NamedService};
 use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
 
-use crate::model::{FieldStatus, Value};
+use crate::model::Value;
 use crate::proto::feast::serving as pb;
-use crate::proto::feast::serving::serving_service_server::{ServingService, ServingServiceServer};
 use crate::proto::feast::types as pbt;
 use crate::proto::larder::v1 as lpb;
 use crate::proto::larder::v1::push_service_server::{PushService, PushServiceServer};
 
-use super::{FeatureSelection, FeatureServer, OnlineRequest, OnlineResponse, ServingError};
+use super::{FeatureSelection, FeatureServer, OnlineRequest, ServingError};
 
 pub use super::NAMESPACE_HEADER;
+pub use response::{EncodedResponse, to_wire};
 
 /// The gRPC side of the feature server.
 pub struct GrpcApi {
     server: Arc<FeatureServer>,
 }
 
+/// `feast.serving.ServingService`, routed here rather than by the
+/// generated server so that GetOnlineFeatures can answer with an
+/// [`EncodedResponse`]: stored values go out as the bytes they are stored
+/// as, which the generated service's prost structs cannot carry.
+#[derive(Clone)]
+pub struct ServingRoutes {
+    api: Arc<GrpcApi>,
+    /// The transport's ceiling on request size.
+    max_decoding: usize,
+}
+
+impl NamedService for ServingRoutes {
+    const NAME: &'static str = "feast.serving.ServingService";
+}
+
+impl<B> Service<http::Request<B>> for ServingRoutes
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let api = self.api.clone();
+        let max = self.max_decoding;
+        match request.uri().path() {
+            "/feast.serving.ServingService/GetOnlineFeatures" => Box::pin(async move {
+                let codec = ProstCodec::<EncodedResponse, pb::GetOnlineFeaturesRequest>::default();
+                let method = tower::service_fn(move |r| {
+                    let api = api.clone();
+                    async move { api.get_online_features(r).await }
+                });
+                Ok(Grpc::new(codec)
+                    .max_decoding_message_size(max)
+                    .unary(method, request)
+                    .await)
+            }),
+            "/feast.serving.ServingService/GetFeastServingInfo" => Box::pin(async move {
+                let codec = ProstCodec::<
+                    pb::GetFeastServingInfoResponse,
+                    pb::GetFeastServingInfoRequest,
+                >::default();
+                let method = tower::service_fn(|_: Request<pb::GetFeastServingInfoRequest>| {
+                    std::future::ready(Ok::<_, Status>(Response::new(
+                        pb::GetFeastServingInfoResponse {
+                            version: format!("larder {}", env!("CARGO_PKG_VERSION")),
+                        },
+                    )))
+                });
+                Ok(Grpc::new(codec)
+                    .max_decoding_message_size(max)
+                    .unary(method, request)
+                    .await)
+            }),
+            path => {
+                let status = Status::unimplemented(format!("no gRPC method {path}"));
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
 /// The gRPC services as an axum router, to share a port with HTTP.
 pub async fn routes(server: Arc<FeatureServer>) -> axum::Router {
     let max = server.settings().max_request_bytes;
     let server_for_push = server.clone();
-    let serving = ServingServiceServer::new(GrpcApi { server })
+    let serving = ServingRoutes {
+        api: Arc::new(GrpcApi { server }),
         // A hard ceiling on what the transport decodes at all; requests
         // between the configured limit and this get RESOURCE_EXHAUSTED from
         // the handler, larger ones OUT_OF_RANGE from the transport.
-        .max_decoding_message_size(max.saturating_mul(4))
-        .max_encoding_message_size(usize::MAX);
+        max_decoding: max.saturating_mul(4),
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Serving status is static: readiness of the store is on /ready.
     health_reporter
-        .set_serving::<ServingServiceServer<GrpcApi>>()
+        .set_service_status(ServingRoutes::NAME, tonic_health::ServingStatus::Serving)
         .await;
     health_reporter
         .set_serving::<PushServiceServer<PushApi>>()
@@ -96,53 +171,11 @@ fn entity_columns(
     columns
 }
 
-fn status_code(s: FieldStatus) -> i32 {
-    (match s {
-        FieldStatus::Invalid => pb::FieldStatus::Invalid,
-        FieldStatus::Present => pb::FieldStatus::Present,
-        FieldStatus::NullValue => pb::FieldStatus::NullValue,
-        FieldStatus::NotFound => pb::FieldStatus::NotFound,
-        FieldStatus::OutsideMaxAge => pb::FieldStatus::OutsideMaxAge,
-    }) as i32
-}
-
-/// Builds the Feast response message from the domain response.
-pub fn to_wire(response: OnlineResponse) -> pb::GetOnlineFeaturesResponse {
-    let results = response
-        .columns
-        .into_iter()
-        .map(|c| pb::get_online_features_response::FeatureVector {
-            values: c.values.into_iter().map(pbt::Value::from).collect(),
-            statuses: c.statuses.into_iter().map(status_code).collect(),
-            event_timestamps: c.event_times.into_iter().map(Into::into).collect(),
-        })
-        .collect();
-    pb::GetOnlineFeaturesResponse {
-        metadata: Some(pb::GetOnlineFeaturesResponseMetadata {
-            feature_names: Some(pb::FeatureList {
-                val: response.names,
-            }),
-        }),
-        results,
-        status: true,
-    }
-}
-
-#[tonic::async_trait]
-impl ServingService for GrpcApi {
-    async fn get_feast_serving_info(
-        &self,
-        _request: Request<pb::GetFeastServingInfoRequest>,
-    ) -> Result<Response<pb::GetFeastServingInfoResponse>, Status> {
-        Ok(Response::new(pb::GetFeastServingInfoResponse {
-            version: format!("larder {}", env!("CARGO_PKG_VERSION")),
-        }))
-    }
-
+impl GrpcApi {
     async fn get_online_features(
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
-    ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+    ) -> Result<Response<EncodedResponse>, Status> {
         let caller = self
             .server
             .authenticate(
@@ -169,11 +202,9 @@ impl ServingService for GrpcApi {
             .server
             .get_online_features("grpc", &caller, request, deadline)
             .await?;
-        Ok(Response::new(to_wire(response)))
+        Ok(Response::new(EncodedResponse::new(response)))
     }
-}
 
-impl GrpcApi {
     /// Checks a request's size and shape and converts it to domain terms.
     fn to_domain(
         &self,
