@@ -112,22 +112,57 @@ impl EncodedResponse {
     }
 }
 
+/// A length-delimited field of a tag under 16: the key and, for a body
+/// under 128 bytes (nearly every value), the length are one byte each.
 fn put_delimited(tag: u32, body: &[u8], buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(body.len() as u64, buf);
-    buf.put_slice(body);
+    let key = (tag << 3) as u8 | WireType::LengthDelimited as u8;
+    match u8::try_from(body.len()) {
+        Ok(len) if len < 0x80 => buf.extend_from_slice(&[key, len]),
+        _ => {
+            buf.push(key);
+            encode_varint(body.len() as u64, buf);
+        }
+    }
+    buf.extend_from_slice(body);
 }
 
-fn put_timestamp(t: EventTime, buf: &mut Vec<u8>) {
-    encode_key(3, WireType::LengthDelimited, buf);
-    encode_varint(timestamp_len(t) as u64, buf);
+/// The `event_timestamps` entry of `t`: field 3, its length and the
+/// message (at most 24 bytes).
+fn timestamp_entry(t: EventTime) -> ([u8; 24], usize) {
+    let mut entry = [0; 24];
+    let mut rest: &mut [u8] = &mut entry;
+    encode_key(3, WireType::LengthDelimited, &mut rest);
+    encode_varint(timestamp_len(t) as u64, &mut rest);
     if t.seconds != 0 {
-        encode_key(1, WireType::Varint, buf);
-        encode_varint(t.seconds as u64, buf);
+        encode_key(1, WireType::Varint, &mut rest);
+        encode_varint(t.seconds as u64, &mut rest);
     }
     if t.nanos != 0 {
-        encode_key(2, WireType::Varint, buf);
-        encode_varint(i64::from(t.nanos) as u64, buf);
+        encode_key(2, WireType::Varint, &mut rest);
+        encode_varint(i64::from(t.nanos) as u64, &mut rest);
+    }
+    let len = 24 - rest.len();
+    (entry, len)
+}
+
+/// The encoded `event_timestamps` entry last written for each row. The
+/// features of one view share their row's event time, so consecutive
+/// columns mostly repeat the previous column's entries.
+struct TimestampEntries {
+    rows: Vec<(EventTime, [u8; 24], usize)>,
+}
+
+impl TimestampEntries {
+    fn put(&mut self, row: usize, t: EventTime, buf: &mut Vec<u8>) {
+        if row >= self.rows.len() {
+            self.rows.resize(row + 1, (EventTime::EPOCH, [0; 24], 0));
+        }
+        let slot = &mut self.rows[row];
+        if slot.2 == 0 || slot.0 != t {
+            let (entry, len) = timestamp_entry(t);
+            *slot = (t, entry, len);
+        }
+        buf.extend_from_slice(&slot.1[..slot.2]);
     }
 }
 
@@ -150,6 +185,7 @@ impl prost::Message for EncodedResponse {
         }
         let mut start = 0;
         let mut ends = self.value_ends.iter().copied();
+        let mut times = TimestampEntries { rows: Vec::new() };
         for (column, len) in r.columns.iter().zip(&self.vector_lens) {
             out.clear();
             encode_key(2, WireType::LengthDelimited, &mut out);
@@ -171,8 +207,8 @@ impl prost::Message for EncodedResponse {
                 encode_varint(column.statuses.len() as u64, &mut out);
                 out.extend(column.statuses.iter().map(|s| status_code(*s) as u8));
             }
-            for t in &column.event_times {
-                put_timestamp(*t, &mut out);
+            for (row, t) in column.event_times.iter().enumerate() {
+                times.put(row, *t, &mut out);
             }
             buf.put_slice(&out);
         }
