@@ -14,7 +14,7 @@ use larder::online::layout::{KeyVersion, feature_field, redis_key};
 use larder::online::{ReadResult, codec};
 use larder::registry::RegistrySnapshot;
 use larder::serving::online::plan;
-use larder::serving::{FeatureSelection, Limits, OnlineRequest, grpc, http};
+use larder::serving::{FeatureSelection, Limits, OnlineRequest, OnlineResponse, grpc, http};
 
 // The same allocator as the `larder` binary.
 #[global_allocator]
@@ -95,6 +95,20 @@ fn stored(rows: usize) -> ReadResult {
         .collect()
 }
 
+/// Plans a request of `rows` rows and assembles its response from
+/// `results`.
+fn serve(
+    snapshot: &RegistrySnapshot,
+    limits: Limits,
+    rows: usize,
+    results: ReadResult,
+) -> OnlineResponse {
+    plan(snapshot, "default", limits, request(rows), KeyVersion::V3)
+        .unwrap()
+        .assemble(results, EventTime::now())
+        .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let limits = Limits {
         max_entity_rows: 10_000,
@@ -126,9 +140,7 @@ fn bench(c: &mut Criterion) {
                 b.iter_batched(
                     || results.clone(),
                     |results| {
-                        let p = plan(&snapshot, "default", limits, request(rows), KeyVersion::V3)
-                            .unwrap();
-                        let response = p.assemble(results, EventTime::now()).unwrap();
+                        let response = serve(&snapshot, limits, rows, results);
                         grpc::EncodedResponse::new(response).encode_to_vec()
                     },
                     BatchSize::SmallInput,
@@ -142,9 +154,7 @@ fn bench(c: &mut Criterion) {
                 b.iter_batched(
                     || results.clone(),
                     |results| {
-                        let p = plan(&snapshot, "default", limits, request(rows), KeyVersion::V3)
-                            .unwrap();
-                        let response = p.assemble(results, EventTime::now()).unwrap();
+                        let response = serve(&snapshot, limits, rows, results);
                         serde_json::to_vec(&http::JsonResponse(&response)).unwrap()
                     },
                     BatchSize::SmallInput,

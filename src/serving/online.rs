@@ -674,12 +674,12 @@ impl Plan<'_> {
                 for (input, &pos) in p.inputs.iter().zip(&positions) {
                     cells.push(match *input {
                         PlannedInput::Stored { view, .. } => {
-                            let (value, status, time) =
+                            let (cell, status, time) =
                                 self.cell(results, &event_times, view, pos, row, now);
                             if status == FieldStatus::Present {
                                 newest = newest.max(time);
                             }
-                            (value, status)
+                            (decoded(results, cell), status)
                         }
                         PlannedInput::Request(c) => {
                             let value = self.request_columns[c][row].clone();
@@ -723,7 +723,7 @@ impl Plan<'_> {
                     let pos = self.views[view].position_of(feature);
                     for row in 0..self.rows {
                         let (value, status, time) =
-                            self.served_cell(results, &event_times, view, pos, row, now);
+                            self.cell(results, &event_times, view, pos, row, now);
                         column.values.push(value);
                         column.statuses.push(status);
                         column.event_times.push(time);
@@ -757,9 +757,9 @@ impl Plan<'_> {
     }
 
     /// The response cell, status and event time of the field at `pos` of
-    /// planned view `view`'s group for entity row `row`: like
-    /// [`Plan::cell`], but a present value stays the bytes it is stored as.
-    fn served_cell(
+    /// planned view `view`'s group for entity row `row`. A present value
+    /// stays the bytes it is stored as.
+    fn cell(
         &self,
         results: &ReadResult,
         event_times: &[Vec<Option<EventTime>>],
@@ -789,40 +789,14 @@ impl Plan<'_> {
             Stored::Present => (Cell::Stored(at), FieldStatus::Present, time),
         }
     }
+}
 
-    /// The value, status and event time of the field at `pos` of planned
-    /// view `view`'s group for entity row `row`.
-    fn cell(
-        &self,
-        results: &ReadResult,
-        event_times: &[Vec<Option<EventTime>>],
-        view: usize,
-        pos: usize,
-        row: usize,
-        now: EventTime,
-    ) -> (Value, FieldStatus, EventTime) {
-        let plan = &self.views[view];
-        let k = self.groups[plan.group].row_key[row];
-        match results.get(k, pos) {
-            None => (Value::Null, FieldStatus::NotFound, EventTime::EPOCH),
-            Some(bytes) => {
-                let time = event_times[view][k].unwrap_or(EventTime::EPOCH);
-                match codec::decode_value(bytes) {
-                    Err(_) => (Value::Null, FieldStatus::Invalid, time),
-                    Ok(_)
-                        if plan
-                            .served
-                            .view
-                            .ttl
-                            .is_some_and(|ttl| time.older_than(ttl, now)) =>
-                    {
-                        (Value::Null, FieldStatus::OutsideMaxAge, time)
-                    }
-                    Ok(Value::Null) => (Value::Null, FieldStatus::NullValue, time),
-                    Ok(v) => (v, FieldStatus::Present, time),
-                }
-            }
-        }
+/// A response cell as a value (on-demand inputs are values).
+fn decoded(results: &ReadResult, cell: Cell) -> Value {
+    match cell {
+        // Classified present: it decodes.
+        Cell::Stored(at) => codec::decode_value(results.bytes(at)).unwrap_or(Value::Null),
+        Cell::Value(v) => v,
     }
 }
 

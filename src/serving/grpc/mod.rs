@@ -171,6 +171,25 @@ fn entity_columns(
     columns
 }
 
+/// A request's `x-larder-namespace` header and its message, refused when
+/// the encoded message is over `serve.max_request_bytes`.
+fn checked<M: Message>(
+    server: &FeatureServer,
+    request: Request<M>,
+) -> Result<(Option<String>, M), ServingError> {
+    let namespace =
+        super::namespace_header(request.metadata().get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
+    let message = request.into_inner();
+    let max = server.settings().max_request_bytes;
+    let size = message.encoded_len();
+    if size > max {
+        return Err(ServingError::TooLarge(format!(
+            "the request is {size} bytes; the limit is {max}"
+        )));
+    }
+    Ok((namespace, message))
+}
+
 impl GrpcApi {
     async fn get_online_features(
         &self,
@@ -210,16 +229,7 @@ impl GrpcApi {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<OnlineRequest, ServingError> {
-        let namespace =
-            super::namespace_header(request.metadata().get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
-        let message = request.into_inner();
-        let max = self.server.settings().max_request_bytes;
-        let size = message.encoded_len();
-        if size > max {
-            return Err(ServingError::TooLarge(format!(
-                "the request is {size} bytes; the limit is {max}"
-            )));
-        }
+        let (namespace, message) = checked(&self.server, request)?;
         let features = match message.kind {
             Some(pb::get_online_features_request::Kind::FeatureService(name)) => {
                 FeatureSelection::Service(name)
@@ -295,16 +305,7 @@ impl PushApi {
         request: Request<lpb::PushRequest>,
     ) -> Result<crate::ingest::push::PushRequest, ServingError> {
         use crate::ingest::PushTo;
-        let namespace =
-            super::namespace_header(request.metadata().get(NAMESPACE_HEADER).map(|v| v.to_str()))?;
-        let message = request.into_inner();
-        let max = self.server.settings().max_request_bytes;
-        let size = message.encoded_len();
-        if size > max {
-            return Err(ServingError::TooLarge(format!(
-                "the request is {size} bytes; the limit is {max}"
-            )));
-        }
+        let (namespace, message) = checked(&self.server, request)?;
         let to = match lpb::PushTo::try_from(message.to) {
             Ok(lpb::PushTo::Online) => PushTo::Online,
             Ok(lpb::PushTo::Offline) => PushTo::Offline,
