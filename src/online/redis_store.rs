@@ -21,10 +21,8 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
-use redis_protocol::resp2::types::RangeFrame;
-
 use super::layout::KeyVersion;
-use super::redis_pipe::{self, Pipe, PipeError, Reply};
+use super::redis_pipe::{self, Item, Pipe, PipeError, Reply};
 use super::{KeyRead, ReadResult, RowWrite, StoreError};
 
 /// How to reach Redis.
@@ -283,64 +281,68 @@ fn place_reply(
     reply: Reply,
     command: ReadCommand,
 ) -> Result<(), StoreError> {
-    let bad = |what: &RangeFrame| {
-        StoreError::Failed(format!("unexpected Redis reply for a hash field: {what:?}"))
+    let bad = |what: u8| {
+        StoreError::Failed(format!(
+            "unexpected Redis reply for a hash field: a RESP element of type {:?}",
+            char::from(what)
+        ))
     };
-    let cell = |item: &RangeFrame| match item {
-        RangeFrame::BulkString(r) => Ok(Some(*r)),
-        RangeFrame::Null => Ok(None),
-        other => Err(bad(other)),
+    let cell = |item: Item| match item {
+        Item::Bulk(r) => Ok(Some(r)),
+        Item::Null => Ok(None),
+        Item::Other(kind) => Err(bad(kind)),
     };
-    match &reply.frame {
-        RangeFrame::Array(items) if command.for_read(read) != ReadCommand::Hgetall => {
-            if items.len() != read.fields.len() {
-                return Err(StoreError::Failed(format!(
-                    "HMGET answered {} values for {} fields",
-                    items.len(),
-                    read.fields.len()
-                )));
-            }
-            // On an error the caller drops `out` whole.
-            let chunk = out.push_chunk(reply.bytes.clone());
-            for item in items {
-                out.push_cell(chunk, cell(item)?);
+    if let Some(text) = reply.error() {
+        return Err(classify_text(&String::from_utf8_lossy(text)));
+    }
+    if reply.is_null() {
+        for _ in &read.fields {
+            out.push_cell(u32::MAX, None);
+        }
+        out.end_key();
+        return Ok(());
+    }
+    let Some((count, items)) = reply.items() else {
+        return Err(bad(reply.bytes.first().copied().unwrap_or(b'?')));
+    };
+    if command.for_read(read) != ReadCommand::Hgetall {
+        if count != read.fields.len() {
+            return Err(StoreError::Failed(format!(
+                "HMGET answered {count} values for {} fields",
+                read.fields.len()
+            )));
+        }
+        // On an error the caller drops `out` whole.
+        let chunk = out.push_chunk(reply.bytes.clone());
+        for item in items {
+            out.push_cell(chunk, cell(item)?);
+        }
+    } else {
+        let mut cells = vec![None; read.fields.len()];
+        // A listpack answers in the order the fields were written, which
+        // is usually the order they are asked for: try the field after the
+        // last one found before searching them all.
+        let mut next = 0;
+        let mut items = items;
+        while let (Some(field), Some(value)) = (items.next(), items.next()) {
+            let Item::Bulk(f) = field else {
+                continue;
+            };
+            let name = reply.slice(f);
+            let found = if read.fields.get(next).is_some_and(|x| *x == name) {
+                Some(next)
+            } else {
+                read.fields.iter().position(|x| *x == name)
+            };
+            if let Some(i) = found {
+                cells[i] = cell(value)?;
+                next = i + 1;
             }
         }
-        RangeFrame::Array(items) => {
-            let mut cells = vec![None; read.fields.len()];
-            // A listpack answers in the order the fields were written,
-            // which is usually the order they are asked for: try the field
-            // after the last one found before searching them all.
-            let mut next = 0;
-            for pair in items.chunks(2) {
-                let [RangeFrame::BulkString(f), value] = pair else {
-                    continue;
-                };
-                let name = reply.slice(*f);
-                let found = if read.fields.get(next).is_some_and(|x| *x == name) {
-                    Some(next)
-                } else {
-                    read.fields.iter().position(|x| *x == name)
-                };
-                if let Some(i) = found {
-                    cells[i] = cell(value)?;
-                    next = i + 1;
-                }
-            }
-            let chunk = out.push_chunk(reply.bytes.clone());
-            for c in cells {
-                out.push_cell(chunk, c);
-            }
+        let chunk = out.push_chunk(reply.bytes.clone());
+        for c in cells {
+            out.push_cell(chunk, c);
         }
-        RangeFrame::Null => {
-            for _ in &read.fields {
-                out.push_cell(u32::MAX, None);
-            }
-        }
-        RangeFrame::Error(r) => {
-            return Err(classify_text(&String::from_utf8_lossy(reply.slice(*r))));
-        }
-        other => return Err(bad(other)),
     }
     out.end_key();
     Ok(())
@@ -722,11 +724,9 @@ impl RedisStore {
                         .send(ping.get_packed_command(), 1)
                         .await
                         .map_err(pipe_error)?;
-                    match reply.first().map(|r| (r, &r.frame)) {
-                        Some((r, RangeFrame::Error(range))) => {
-                            Err(classify_text(&String::from_utf8_lossy(r.slice(*range))))
-                        }
-                        Some(_) => Ok(()),
+                    match reply.first().map(|r| r.error()) {
+                        Some(Some(text)) => Err(classify_text(&String::from_utf8_lossy(text))),
+                        Some(None) => Ok(()),
                         None => Err(StoreError::Failed("Redis did not answer PING".into())),
                     }
                 }
