@@ -84,10 +84,7 @@ impl OnlineResponse {
     pub fn value<'a>(&'a self, cell: &'a Cell) -> Cow<'a, Value> {
         match cell {
             Cell::Value(v) => Cow::Borrowed(v),
-            // Checked when the response was assembled.
-            Cell::Stored(at) => {
-                Cow::Owned(codec::decode_value(self.stored(*at)).unwrap_or(Value::Null))
-            }
+            Cell::Stored(at) => Cow::Owned(decode_stored(&self.read, *at)),
         }
     }
 }
@@ -794,10 +791,15 @@ impl Plan<'_> {
 /// A response cell as a value (on-demand inputs are values).
 fn decoded(results: &ReadResult, cell: Cell) -> Value {
     match cell {
-        // Classified present: it decodes.
-        Cell::Stored(at) => codec::decode_value(results.bytes(at)).unwrap_or(Value::Null),
+        Cell::Stored(at) => decode_stored(results, at),
         Cell::Value(v) => v,
     }
+}
+
+/// A stored value classified present when the response was assembled,
+/// which therefore decodes.
+fn decode_stored(results: &ReadResult, at: FieldRef) -> Value {
+    codec::decode_value(results.bytes(at)).unwrap_or(Value::Null)
 }
 
 /// Turns a selection into borrowed feature references. A service's

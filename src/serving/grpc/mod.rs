@@ -171,6 +171,11 @@ fn entity_columns(
     columns
 }
 
+/// A request header's value, when it is there and ASCII.
+fn header<'r, M>(request: &'r Request<M>, name: &str) -> Option<&'r str> {
+    request.metadata().get(name).and_then(|v| v.to_str().ok())
+}
+
 /// A request's `x-larder-namespace` header and its message, refused when
 /// the encoded message is over `serve.max_request_bytes`.
 fn checked<M: Message>(
@@ -197,19 +202,9 @@ impl GrpcApi {
     ) -> Result<Response<EncodedResponse>, Status> {
         let caller = self
             .server
-            .authenticate(
-                "grpc",
-                request
-                    .metadata()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok()),
-            )
+            .authenticate("grpc", header(&request, "authorization"))
             .await?;
-        let deadline = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
+        let deadline = header(&request, "grpc-timeout").and_then(parse_grpc_timeout);
         let request = match self.to_domain(request) {
             Ok(r) => r,
             Err(e) => {
@@ -267,14 +262,7 @@ impl PushService for PushApi {
     ) -> Result<Response<lpb::PushResponse>, Status> {
         let caller = self
             .server
-            .authenticate_for(
-                "grpc",
-                "Push",
-                request
-                    .metadata()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok()),
-            )
+            .authenticate_for("grpc", "Push", header(&request, "authorization"))
             .await?;
         let request = match self.to_domain(request) {
             Ok(r) => r,
