@@ -336,7 +336,7 @@ proptest! {
                 }
             })
             .collect();
-        let response = OnlineResponse { names, columns, transform_errors: 0, read };
+        let response = OnlineResponse { names: names.into_iter().map(Into::into).collect(), columns, transform_errors: 0, read };
         let want = to_wire(&response).encode_to_vec();
         let got = EncodedResponse::new(response).encode_to_vec();
         prop_assert_eq!(got, want);

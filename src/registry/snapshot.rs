@@ -57,7 +57,9 @@ pub struct ServedOdfv {
     pub stored: Option<Arc<ServedView>>,
     feature_index: FastMap<String, usize>,
     /// `<view>__<feature>` per feature.
-    pub full_names: Vec<String>,
+    pub full_names: Vec<Arc<str>>,
+    /// The feature names alone: output names without full feature names.
+    pub short_names: Vec<Arc<str>>,
 }
 
 impl ServedOdfv {
@@ -139,8 +141,11 @@ pub struct ServedView {
     pub key_columns: Vec<JoinKey>,
     feature_index: FastMap<String, usize>,
     /// `<view>__<feature>` per feature: output names with full feature
-    /// names.
-    pub full_names: Vec<String>,
+    /// names. Shared, so that a response names its columns without copying
+    /// them.
+    pub full_names: Vec<Arc<str>>,
+    /// The feature names alone: output names without full feature names.
+    pub short_names: Vec<Arc<str>>,
     /// Fields stored under this view's keys by every view sharing them
     /// (same project and join keys): features plus one `_ts` field each.
     /// Set once the whole snapshot is built.
@@ -172,10 +177,12 @@ impl ServedView {
         let full_names = view
             .features
             .iter()
-            .map(|f| format!("{}__{}", view.name, f.name))
+            .map(|f| Arc::from(format!("{}__{}", view.name, f.name)))
             .collect();
+        let short_names = view.features.iter().map(|f| Arc::from(&*f.name)).collect();
         ServedView {
             full_names,
+            short_names,
             view,
             project,
             feature_fields,
@@ -487,8 +494,9 @@ impl ServedOdfv {
         let full_names = odfv
             .features
             .iter()
-            .map(|f| format!("{}__{}", odfv.name, f.name))
+            .map(|f| Arc::from(format!("{}__{}", odfv.name, f.name)))
             .collect();
+        let short_names = odfv.features.iter().map(|f| Arc::from(&*f.name)).collect();
         Ok(ServedOdfv {
             odfv,
             compiled,
@@ -496,6 +504,7 @@ impl ServedOdfv {
             stored,
             feature_index,
             full_names,
+            short_names,
         })
     }
 }

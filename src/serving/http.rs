@@ -304,7 +304,7 @@ async fn metrics(State(server): State<Arc<FeatureServer>>) -> Response {
 /// Feast's JSON response shape, written straight from the domain response.
 pub struct JsonResponse<'a>(pub &'a OnlineResponse);
 
-struct Metadata<'a>(&'a [String]);
+struct Metadata<'a>(&'a [Arc<str>]);
 struct Results<'a>(&'a OnlineResponse);
 struct JsonColumn<'a>(&'a Column, &'a TimeTexts, &'a OnlineResponse);
 struct Values<'a>(&'a [Cell], &'a OnlineResponse);

@@ -3,6 +3,7 @@
 //! response. Transports convert to and from their wire shapes around this.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::{EventTime, FeatureRef, FieldStatus, RefParts, Value, ValueType};
@@ -65,7 +66,7 @@ pub enum Cell {
 /// features in the requested order.
 #[derive(Debug)]
 pub struct OnlineResponse {
-    pub names: Vec<String>,
+    pub names: Vec<Arc<str>>,
     pub columns: Vec<Column>,
     /// On-demand values whose expression failed at run time (served as
     /// NULL_VALUE), for metrics.
@@ -99,7 +100,7 @@ pub struct Limits {
 /// A requested feature, resolved.
 struct Output {
     source: OutputSource,
-    name: String,
+    name: Arc<str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -282,7 +283,7 @@ pub fn plan<'a>(
                 let name = if request.full_feature_names {
                     served.full_names[feature].clone()
                 } else {
-                    served.view.features[feature].name.clone()
+                    served.short_names[feature].clone()
                 };
                 (OutputSource::Stored { view, feature }, name)
             }
@@ -297,7 +298,7 @@ pub fn plan<'a>(
                 let name = if request.full_feature_names {
                     served.full_names[feature].clone()
                 } else {
-                    served.odfv.features[feature].name.clone()
+                    served.short_names[feature].clone()
                 };
                 (OutputSource::OnDemand { odfv, feature }, name)
             }
@@ -307,7 +308,7 @@ pub fn plan<'a>(
     if !request.full_feature_names {
         let mut seen = std::collections::HashSet::with_capacity(outputs.len());
         for o in &outputs {
-            if !seen.insert(o.name.as_str()) {
+            if !seen.insert(&*o.name) {
                 return Err(ServingError::InvalidArgument(format!(
                     "feature name {:?} is requested from more than one view or more than once; \
                      set full_feature_names to tell them apart",
@@ -640,7 +641,7 @@ impl Plan<'_> {
         let mut names = Vec::with_capacity(width);
         let mut columns = Vec::with_capacity(width);
         for (name, values) in std::mem::take(&mut self.key_columns) {
-            names.push(name);
+            names.push(Arc::from(name));
             columns.push(Column {
                 statuses: vec![FieldStatus::Present; values.len()],
                 event_times: vec![EventTime::EPOCH; values.len()],

@@ -394,7 +394,7 @@ pub fn resolve(
                     ),
                 ));
             };
-            let name = served.full_names[feature_index].clone();
+            let name = served.full_names[feature_index].to_string();
             state.feature(snapshot, ns, served, feature_index, name.clone())?;
             state.columns.push(FinalColumn::Query(name));
             continue;
@@ -427,7 +427,7 @@ pub fn resolve(
                 r.view, r.feature
             ))
         })?;
-        let name = odfv.full_names[feature].clone();
+        let name = odfv.full_names[feature].to_string();
         let taken = state.columns.iter().any(|c| match c {
             FinalColumn::Query(n) | FinalColumn::Computed { name: n, .. } => *n == name,
         });

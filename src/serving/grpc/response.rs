@@ -263,7 +263,7 @@ pub fn to_wire(
     pb::GetOnlineFeaturesResponse {
         metadata: Some(pb::GetOnlineFeaturesResponseMetadata {
             feature_names: Some(pb::FeatureList {
-                val: response.names.clone(),
+                val: response.names.iter().map(|n| n.to_string()).collect(),
             }),
         }),
         results,
