@@ -5,6 +5,7 @@
 //! [`OnlineRequest`] and back; [`online`] does the work against the current
 //! [`RegistrySnapshot`] and the [`OnlineStore`].
 
+mod coalesce;
 mod error;
 pub mod grpc;
 pub mod http;
@@ -526,10 +527,10 @@ pub async fn run(
         "serving gRPC (feast.serving.ServingService) and HTTP"
     );
     axum::serve(
-        listener.tap_io(|tcp| {
+        coalesce::CoalescingListener(listener.tap_io(|tcp| {
             // Small responses must not wait for Nagle's algorithm.
             let _ = tcp.set_nodelay(true);
-        }),
+        })),
         router,
     )
     .with_graceful_shutdown(shutdown)
