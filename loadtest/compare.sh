@@ -3,7 +3,7 @@
 # (HTTP; its Python server has no gRPC mode) and the direct-Redis floor, on the same Redis data, driven
 # by the same load generator with the same request shapes.
 #
-#   loadtest/compare.sh            # 1,000,000 drivers, ~10 minutes
+#   loadtest/compare.sh            # 1,000,000 drivers, ~25 minutes
 #   ENTITIES=100000 QUICK=1 loadtest/compare.sh
 #
 # Needs: redis-server, python3 with venv, network access to PyPI (once, for
@@ -25,6 +25,10 @@ LARDER_PORT=${LARDER_PORT:-16566}
 TUNED=${TUNED:-1}
 REDIS_TUNED_PORT=${REDIS_TUNED_PORT:-16391}
 LARDER_TUNED_PORT=${LARDER_TUNED_PORT:-16567}
+# A relay that forwards to Redis and does nothing else (larder-load relay):
+# the floor read through it is what any server between client and Redis
+# costs at the least.
+RELAY_PORT=${RELAY_PORT:-16392}
 FEAST_PORT=${FEAST_PORT:-16600}
 FEAST_WIDE_PORT=${FEAST_WIDE_PORT:-16601}
 FEAST_WORKERS=${FEAST_WORKERS:-$(nproc)}
@@ -132,6 +136,8 @@ if [ "$TUNED" = 1 ]; then
     PIDS+=($!)
     wait_http "http://127.0.0.1:$LARDER_TUNED_PORT/ready"
 fi
+"$LOAD" relay --listen "127.0.0.1:$RELAY_PORT" --to "127.0.0.1:$REDIS_PORT" --stop-after 3h >"$WORK/relay.log" 2>&1 &
+PIDS+=($!)
 wait_http "http://127.0.0.1:$LARDER_PORT/ready"
 wait_http "http://127.0.0.1:$FEAST_PORT/health"
 wait_http "http://127.0.0.1:$FEAST_WIDE_PORT/health"
@@ -181,6 +187,15 @@ done
 echo "== open loop: the transport alone (gRPC GetFeastServingInfo; Redis PING), 1,000/s"
 run "larder-grpc-noop.1x50.r1000" "grpc://127.0.0.1:$LARDER_PORT" loadtest 5 1 50 --rate 1000 --request noop
 run "floor-ping.1x50.r1000" "$REDIS" loadtest 5 1 50 --rate 1000 --request noop
+echo "== open loop: the floor through a relay that does no work, 1,000/s"
+run "floor-relay.1x50.r1000" "redis://127.0.0.1:$RELAY_PORT" loadtest 5 1 50 --rate 1000 --read-command hgetall
+run "floor-relay-ping.1x50.r1000" "redis://127.0.0.1:$RELAY_PORT" loadtest 5 1 50 --rate 1000 --request noop
+echo "== open loop: 1x50 at 5,000/s and 10,000/s (the p50 over the floor as the rate rises)"
+for rate in 5000 10000; do
+    run "larder-grpc.1x50.r$rate" "grpc://127.0.0.1:$LARDER_PORT" loadtest 5 1 50 --rate "$rate"
+    run "floor-hgetall.1x50.r$rate" "$REDIS" loadtest 5 1 50 --rate "$rate" --read-command hgetall
+    run "floor-relay.1x50.r$rate" "redis://127.0.0.1:$RELAY_PORT" loadtest 5 1 50 --rate "$rate" --read-command hgetall
+done
 
 echo "== memory: larder RSS across a ${RSS_SECONDS}s run at 1x50, concurrency 16"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$LARDER_PID/status"; }

@@ -59,7 +59,7 @@ def main():
     print()
     print("Open loop at a constant rate (latency from intended send time)")
     print(f"{'shape':<8} {'system':<16} {'rate':>6} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9} {'errors':>7}")
-    open_systems = systems + ["larder-grpc-ht", "floor-ht", "larder-grpc-noop", "floor-ping"]
+    open_systems = systems + ["larder-grpc-ht", "floor-ht", "larder-grpc-noop", "floor-ping", "floor-relay", "floor-relay-ping"]
     for shape in ["1x50", "100x50"]:
         for mode in sorted({m for sys_runs in runs.get(shape, {}).values() for m in sys_runs if m[:1] == "r" and m[1:].isdigit()}):
             def run_of(system):
@@ -71,10 +71,16 @@ def main():
                 r = run_of(system)
                 if not r:
                     continue
-                # Each server against the floor of its own Redis and work.
-                floor = {"larder-grpc-ht": run_of("floor-ht"), "larder-grpc-noop": run_of("floor-ping")}.get(system, best_floor)
+                # Each server against the floor of its own Redis and work;
+                # the relay rows against the same reads without the relay.
+                floor = {
+                    "larder-grpc-ht": run_of("floor-ht"),
+                    "larder-grpc-noop": run_of("floor-ping"),
+                    "floor-relay": run_of("floor-hgetall"),
+                    "floor-relay-ping": run_of("floor-ping"),
+                }.get(system, best_floor)
                 extra = ""
-                if floor and not system.startswith("floor"):
+                if floor and (not system.startswith("floor") or system.startswith("floor-relay")):
                     extra = f"   p50 over its floor: {(pct(r, 50) - pct(floor, 50)) / 1000:+.0f} us"
                 print(
                     f"{shape:<8} {system:<16} {mode[1:]:>6} {us(pct(r, 50)):>9} {us(pct(r, 99)):>9} {us(pct(r, 99.9)):>9} {us(r['slowest']):>9} {r['errors']:>7}{extra}"

@@ -71,6 +71,21 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Delete Kafka topics (a benchmark's own, when it ends).
     DeleteTopics(produce::DeleteArgs),
+    /// Forward TCP connections to another address byte for byte and do
+    /// nothing else: a server in the middle with no work, on the same
+    /// one-thread runtime as `larder serve`. The floor run through it
+    /// shows what the extra hop alone costs on this machine.
+    Relay {
+        /// Where to listen, host:port.
+        #[arg(long)]
+        listen: String,
+        /// Where to forward each connection, host:port.
+        #[arg(long)]
+        to: String,
+        /// Stop after this long.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        stop_after: Duration,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -170,6 +185,39 @@ async fn cli_main() -> Result<()> {
         Command::Run(args) => run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::DeleteTopics(args) => produce::delete_topics(args).await,
+        Command::Relay {
+            listen,
+            to,
+            stop_after,
+        } => match tokio::time::timeout(stop_after, relay(&listen, &to)).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        },
+    }
+}
+
+/// Accept connections on `listen` and copy bytes both ways between each
+/// and a new connection to `to`, with Nagle off on both.
+async fn relay(listen: &str, to: &str) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!("relaying {} to {to}", listener.local_addr()?);
+    loop {
+        let (mut inbound, _) = listener.accept().await?;
+        let to = to.to_owned();
+        tokio::spawn(async move {
+            let mut outbound = match tokio::net::TcpStream::connect(&to).await {
+                Ok(outbound) => outbound,
+                Err(e) => {
+                    eprintln!("connecting to {to}: {e}");
+                    return;
+                }
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
     }
 }
 
