@@ -16,6 +16,12 @@ def pct(run, p):
     return None
 
 
+def behind(run):
+    """A run whose p50 is over a second fell behind its rate: its p50
+    against another's means nothing."""
+    return pct(run, 50) > 1_000_000_000
+
+
 def us(ns):
     return f"{ns / 1000:.0f}" if ns is not None else "-"
 
@@ -80,7 +86,7 @@ def main():
                     "floor-relay-ping": run_of("floor-ping"),
                 }.get(system, best_floor)
                 extra = ""
-                if floor and (not system.startswith("floor") or system.startswith("floor-relay")):
+                if floor and (not system.startswith("floor") or system.startswith("floor-relay")) and not (behind(r) or behind(floor)):
                     extra = f"   p50 over its floor: {(pct(r, 50) - pct(floor, 50)) / 1000:+.0f} us"
                 print(
                     f"{shape:<8} {system:<16} {mode[1:]:>6} {us(pct(r, 50)):>9} {us(pct(r, 99)):>9} {us(pct(r, 99.9)):>9} {us(r['slowest']):>9} {r['errors']:>7}{extra}"
